@@ -1,0 +1,119 @@
+//! The event bus that carries every published message to every gateway instance.
+//!
+//! The hub (in `herald-gateway`) never talks to Redis itself: it talks to a
+//! [`Broker`]. A broker has two jobs. It keeps the bus subscribed to exactly
+//! the channels this instance has local subscribers for, and it hands every
+//! message that arrives on those channels to the hub through a bounded
+//! [`Inbox`]. Swapping the in-process broker for Redis (and later Redis
+//! Cluster) changes nothing in the hub.
+//!
+//! # Layout
+//!
+//! - [`interest`]: which channels the hub wants and which the bus has confirmed; shared by every broker.
+//! - [`memory`]: the in-process broker, for one instance and for tests.
+//! - [`redis_pubsub`]: Redis Pub/Sub, with reconnect, re-subscribe and a liveness ping.
+//! - [`backoff`]: capped exponential backoff with full jitter, for every retry loop.
+
+pub mod backoff;
+pub mod interest;
+pub mod memory;
+pub mod redis_pubsub;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use herald_protocol::ChannelName;
+use tokio::sync::{mpsc, watch};
+
+pub use memory::MemoryBroker;
+pub use redis_pubsub::{RedisBroker, RedisBrokerConfig};
+
+/// One message as it came off the bus: the channel it was published on and its bytes, untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusMessage {
+    /// The channel the message was published to.
+    pub channel: ChannelName,
+    /// The published payload, exactly as the publisher sent it.
+    pub payload: Bytes,
+}
+
+/// The receiving end of a broker: every message on a subscribed channel, in bus order.
+///
+/// Bounded, so a hub that falls behind slows the broker's reader down instead of
+/// letting messages pile up in memory without limit.
+pub type Inbox = mpsc::Receiver<BusMessage>;
+
+/// How many bus messages may wait between a broker and the hub.
+pub const INBOX_CAPACITY: usize = 4096;
+
+/// Whether the broker can currently deliver messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerStatus {
+    /// Not connected yet, or connecting again after a loss; nothing is delivered now.
+    Connecting,
+    /// Connected, subscribed, and answering liveness pings.
+    Connected,
+    /// Shut down for good.
+    Closed,
+}
+
+/// Why a broker operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The bus could not be reached or refused the command.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The bus did not answer within the deadline.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The broker was shut down.
+    #[error("broker is closed")]
+    Closed,
+    /// The broker URL was not one Herald understands.
+    #[error("unsupported broker url {0:?}: use memory:// or redis://host:port[/db]")]
+    BadUrl(String),
+}
+
+/// The contract between the hub and the event bus.
+///
+/// `subscribe` and `unsubscribe` are declarations, not commands: they return at
+/// once and the broker brings the bus in line with them in the background (and
+/// again after every reconnect). The hub calls them only on edges — the first
+/// local subscriber of a channel and the last one leaving — so the bus holds
+/// one subscription per channel per instance, never one per client.
+pub trait Broker: Send + Sync + 'static {
+    /// Declares that this instance wants the channel's messages.
+    fn subscribe(&self, channel: &ChannelName);
+
+    /// Declares that this instance no longer wants the channel's messages.
+    fn unsubscribe(&self, channel: &ChannelName);
+
+    /// Resolves once the bus has confirmed a subscription to `channel`.
+    ///
+    /// A caller that must not miss the first message (a test, a recovering
+    /// client) waits for this before it relies on live delivery.
+    fn until_subscribed<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Publishes `payload` on `channel` to every instance.
+    fn publish<'a>(&'a self, channel: &'a ChannelName, payload: Bytes) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// The broker's status, updated as it connects, loses and regains the bus.
+    fn status(&self) -> watch::Receiver<BrokerStatus>;
+
+    /// Stops every background task of the broker and waits for them to finish.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Opens the broker a URL names: `memory://` or `redis://host:port[/db]`.
+pub fn connect(url: &str, config: RedisBrokerConfig) -> Result<(std::sync::Arc<dyn Broker>, Inbox), BrokerError> {
+    if url == "memory://" || url == "memory" {
+        let (broker, inbox) = MemoryBroker::new();
+        return Ok((std::sync::Arc::new(broker), inbox));
+    }
+    if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://") {
+        let (broker, inbox) = RedisBroker::connect(url, config)?;
+        return Ok((std::sync::Arc::new(broker), inbox));
+    }
+    Err(BrokerError::BadUrl(url.to_owned()))
+}

@@ -1,0 +1,292 @@
+//! Redis Pub/Sub as the bus between gateway instances.
+//!
+//! One dedicated Pub/Sub connection per instance carries every subscription,
+//! whatever the number of clients. A single task owns that connection: it
+//! applies the hub's declarations ([`Interest`]), forwards messages to the
+//! inbox, pings Redis to prove the connection is alive, and when anything goes
+//! wrong it reconnects with capped, jittered backoff and subscribes to every
+//! wanted channel again. Publishing uses a separate multiplexed connection,
+//! because a connection in subscribe mode cannot publish.
+//!
+//! The ping matters: a subscriber connection can stay open while Redis no
+//! longer sends it anything (a half-dead TCP path, a paused server). Such a
+//! gateway would look healthy and lose every message silently. So the status
+//! is `Connected` only while pings on the subscriber connection itself answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use herald_protocol::ChannelName;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use tokio::sync::{OnceCell, mpsc, watch};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::backoff::Backoff;
+use crate::interest::Interest;
+use crate::{Broker, BrokerError, BrokerStatus, BusMessage, INBOX_CAPACITY, Inbox};
+
+/// How many channels one SUBSCRIBE or UNSUBSCRIBE names at most, so that
+/// re-subscribing thousands of channels after a reconnect stays a few commands
+/// of bounded size.
+const SUBSCRIBE_BATCH: usize = 512;
+
+/// Timings of the Redis broker; every field has a default that suits a LAN.
+#[derive(Debug, Clone)]
+pub struct RedisBrokerConfig {
+    /// How often the subscriber connection is pinged to prove it is alive.
+    pub ping_interval: Duration,
+    /// How long a ping, a (un)subscribe or a publish may take before the connection is deemed dead.
+    pub command_timeout: Duration,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// The cap of the first reconnect wait.
+    pub reconnect_initial: Duration,
+    /// The longest reconnect wait.
+    pub reconnect_max: Duration,
+}
+
+impl Default for RedisBrokerConfig {
+    fn default() -> Self {
+        RedisBrokerConfig {
+            ping_interval: Duration::from_secs(3),
+            command_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A broker backed by Redis Pub/Sub.
+pub struct RedisBroker {
+    /// Opens connections to the configured server.
+    client: redis::Client,
+    /// Channels the hub wants, and those the subscriber connection has confirmed.
+    interest: Arc<Interest>,
+    /// Connected only while the subscriber connection answers pings.
+    status: watch::Sender<BrokerStatus>,
+    /// The multiplexed connection used to publish, opened on first use; it reconnects by itself.
+    publisher: OnceCell<ConnectionManager>,
+    /// Timings.
+    config: RedisBrokerConfig,
+    /// Tells the subscriber task to stop.
+    shutdown: CancellationToken,
+    /// Owns the subscriber task, so shutdown can wait for it.
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker").field("status", &*self.status.borrow()).finish_non_exhaustive()
+    }
+}
+
+impl RedisBroker {
+    /// Starts a broker for the Redis server at `url`.
+    ///
+    /// Returns at once: the connection is made in the background and retried
+    /// until it succeeds, so a gateway can start before its Redis does (and
+    /// reports not-ready until then). Must be called within a Tokio runtime.
+    pub fn connect(url: &str, config: RedisBrokerConfig) -> Result<(Self, Inbox), BrokerError> {
+        let client = redis::Client::open(url)?;
+        let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+        let broker = RedisBroker {
+            client: client.clone(),
+            interest: Arc::new(Interest::default()),
+            status: watch::Sender::new(BrokerStatus::Connecting),
+            publisher: OnceCell::new(),
+            config,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
+        let subscriber = Subscriber {
+            client,
+            interest: broker.interest.clone(),
+            status: broker.status.clone(),
+            inbox: tx,
+            config: broker.config.clone(),
+            shutdown: broker.shutdown.clone(),
+        };
+        broker.tasks.spawn(subscriber.run());
+        broker.tasks.close();
+        Ok((broker, rx))
+    }
+
+    async fn publisher(&self) -> Result<ConnectionManager, BrokerError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.config.connect_timeout))
+            .set_response_timeout(Some(self.config.command_timeout))
+            .set_number_of_retries(2);
+        let manager = self
+            .publisher
+            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
+            .await?;
+        Ok(manager.clone())
+    }
+}
+
+impl Broker for RedisBroker {
+    fn subscribe(&self, channel: &ChannelName) {
+        self.interest.want(channel);
+    }
+
+    fn unsubscribe(&self, channel: &ChannelName) {
+        self.interest.unwant(channel);
+    }
+
+    fn until_subscribed<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            tokio::select! {
+                () = self.interest.until_active(channel) => Ok(()),
+                () = self.shutdown.cancelled() => Err(BrokerError::Closed),
+            }
+        })
+    }
+
+    fn publish<'a>(&'a self, channel: &'a ChannelName, payload: Bytes) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.publisher().await?;
+            let _receivers: i64 = redis::cmd("PUBLISH").arg(channel.as_str()).arg(payload.as_ref()).query_async(&mut conn).await?;
+            Ok(())
+        })
+    }
+
+    fn status(&self) -> watch::Receiver<BrokerStatus> {
+        self.status.subscribe()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        self.shutdown.cancel();
+        Box::pin(async move {
+            self.tasks.wait().await;
+            self.status.send_replace(BrokerStatus::Closed);
+        })
+    }
+}
+
+/// Why a subscriber connection ended.
+enum Ended {
+    /// Shutdown was asked for, or the hub is gone: do not reconnect.
+    Stop,
+    /// The connection failed or went quiet: reconnect.
+    Lost(String),
+}
+
+/// The task that owns the Pub/Sub connection.
+struct Subscriber {
+    client: redis::Client,
+    interest: Arc<Interest>,
+    status: watch::Sender<BrokerStatus>,
+    inbox: mpsc::Sender<BusMessage>,
+    config: RedisBrokerConfig,
+    shutdown: CancellationToken,
+}
+
+impl Subscriber {
+    async fn run(self) {
+        let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
+        loop {
+            let ended = self.connect_and_serve(&mut backoff).await;
+            self.interest.connection_lost();
+            match ended {
+                Ended::Stop => break,
+                Ended::Lost(why) => {
+                    if self.status.send_replace(BrokerStatus::Connecting) == BrokerStatus::Connected {
+                        warn!(reason = %why, "lost the redis subscriber connection; reconnecting");
+                    } else {
+                        debug!(reason = %why, "redis not reachable yet");
+                    }
+                }
+            }
+            let wait = backoff.next_wait();
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.shutdown.cancelled() => break,
+            }
+        }
+        self.status.send_replace(BrokerStatus::Closed);
+    }
+
+    async fn connect_and_serve(&self, backoff: &mut Backoff) -> Ended {
+        let pubsub = tokio::select! {
+            result = timeout(self.config.connect_timeout, self.client.get_async_pubsub()) => match result {
+                Ok(Ok(pubsub)) => pubsub,
+                Ok(Err(e)) => return Ended::Lost(format!("connect: {e}")),
+                Err(_) => return Ended::Lost("connect: timed out".to_owned()),
+            },
+            () = self.shutdown.cancelled() => return Ended::Stop,
+        };
+        let (mut sink, stream) = pubsub.split();
+        if let Err(why) = self.reconcile(&mut sink).await {
+            return Ended::Lost(why);
+        }
+        let resubscribed = self.interest.wanted().len();
+        self.status.send_replace(BrokerStatus::Connected);
+        info!(channels = resubscribed, "redis subscriber connected");
+        backoff.reset();
+        self.serve(sink, stream).await
+    }
+
+    async fn serve(&self, mut sink: PubSubSink, mut stream: PubSubStream) -> Ended {
+        let mut ping = tokio::time::interval(self.config.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.reset();
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Ended::Stop,
+                msg = stream.next() => {
+                    let Some(msg) = msg else { return Ended::Lost("connection closed".to_owned()) };
+                    let Ok(channel) = ChannelName::new(msg.get_channel_name()) else {
+                        // Only channels we subscribed to arrive, and those were validated.
+                        continue;
+                    };
+                    let message = BusMessage { channel, payload: Bytes::copy_from_slice(msg.get_payload_bytes()) };
+                    if self.inbox.send(message).await.is_err() {
+                        return Ended::Stop;
+                    }
+                }
+                () = self.interest.changed() => {
+                    if let Err(why) = self.reconcile(&mut sink).await {
+                        return Ended::Lost(why);
+                    }
+                }
+                _ = ping.tick() => {
+                    match timeout(self.config.command_timeout, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Ended::Lost(format!("ping: {e}")),
+                        Err(_) => return Ended::Lost(format!("ping: no answer within {:?}", self.config.command_timeout)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Brings the connection's subscriptions in line with what the hub wants.
+    async fn reconcile(&self, sink: &mut PubSubSink) -> Result<(), String> {
+        let delta = self.interest.delta();
+        for batch in delta.subscribe.chunks(SUBSCRIBE_BATCH) {
+            let names: Vec<&str> = batch.iter().map(ChannelName::as_str).collect();
+            match timeout(self.config.command_timeout, sink.subscribe(&names)).await {
+                Ok(Ok(())) => self.interest.confirm_subscribed(batch),
+                Ok(Err(e)) => return Err(format!("subscribe: {e}")),
+                Err(_) => return Err("subscribe: timed out".to_owned()),
+            }
+        }
+        for batch in delta.unsubscribe.chunks(SUBSCRIBE_BATCH) {
+            let names: Vec<&str> = batch.iter().map(ChannelName::as_str).collect();
+            match timeout(self.config.command_timeout, sink.unsubscribe(&names)).await {
+                Ok(Ok(())) => self.interest.confirm_unsubscribed(batch),
+                Ok(Err(e)) => return Err(format!("unsubscribe: {e}")),
+                Err(_) => return Err("unsubscribe: timed out".to_owned()),
+            }
+        }
+        Ok(())
+    }
+}

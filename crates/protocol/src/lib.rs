@@ -1,0 +1,18 @@
+//! Herald's wire vocabulary, shared by the gateway, the clients and the tools.
+//!
+//! Nothing here does I/O: these are the words both ends of a connection
+//! must agree on, kept in one crate so they cannot drift apart.
+//!
+//! # Layout
+//!
+//! - [`close`]: the one table of WebSocket close codes and what a client must do after each.
+//! - [`channel`]: the channel-name grammar, checked once at the edge.
+
+pub mod channel;
+pub mod close;
+
+pub use channel::{ChannelName, ChannelNameError};
+pub use close::{CloseCode, ReconnectAdvice};
+
+/// The channel the tutorial's publisher writes to and `/ws/notifications` reads from.
+pub const TUTORIAL_CHANNEL: &str = "events";
