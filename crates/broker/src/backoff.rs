@@ -22,7 +22,11 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff whose caps start at `initial` and double up to `max`.
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff { initial, max: max.max(initial), attempt: 0 }
+        Backoff {
+            initial,
+            max: max.max(initial),
+            attempt: 0,
+        }
     }
 
     /// The cap for the next wait, before jitter: `initial * 2^attempt`, at most `max`.

@@ -41,7 +41,11 @@ impl Delta {
 
 impl Default for Interest {
     fn default() -> Self {
-        Interest { wanted: Mutex::new(HashSet::new()), active: watch::Sender::new(HashSet::new()), changed: Notify::new() }
+        Interest {
+            wanted: Mutex::new(HashSet::new()),
+            active: watch::Sender::new(HashSet::new()),
+            changed: Notify::new(),
+        }
     }
 }
 
@@ -87,7 +91,8 @@ impl Interest {
 
     /// Records that the bus confirmed these subscriptions and wakes whoever waits for them.
     pub fn confirm_subscribed(&self, channels: &[ChannelName]) {
-        self.active.send_modify(|active| active.extend(channels.iter().cloned()));
+        self.active
+            .send_modify(|active| active.extend(channels.iter().cloned()));
     }
 
     /// Records that the bus dropped these subscriptions.
@@ -119,7 +124,9 @@ impl Interest {
 
     fn lock_wanted(&self) -> std::sync::MutexGuard<'_, HashSet<ChannelName>> {
         // A panic while holding this lock leaves a plain set behind, still consistent.
-        self.wanted.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.wanted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -138,11 +145,23 @@ mod tests {
         interest.want(&ch("b"));
         let mut delta = interest.delta();
         delta.subscribe.sort();
-        assert_eq!(delta, Delta { subscribe: vec![ch("a"), ch("b")], unsubscribe: vec![] });
+        assert_eq!(
+            delta,
+            Delta {
+                subscribe: vec![ch("a"), ch("b")],
+                unsubscribe: vec![]
+            }
+        );
 
         interest.confirm_subscribed(&[ch("a"), ch("b")]);
         interest.unwant(&ch("a"));
-        assert_eq!(interest.delta(), Delta { subscribe: vec![], unsubscribe: vec![ch("a")] });
+        assert_eq!(
+            interest.delta(),
+            Delta {
+                subscribe: vec![],
+                unsubscribe: vec![ch("a")]
+            }
+        );
 
         interest.confirm_unsubscribed(&[ch("a")]);
         assert!(interest.delta().is_empty());

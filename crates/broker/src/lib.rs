@@ -93,10 +93,17 @@ pub trait Broker: Send + Sync + 'static {
     ///
     /// A caller that must not miss the first message (a test, a recovering
     /// client) waits for this before it relies on live delivery.
-    fn until_subscribed<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<(), BrokerError>>;
+    fn until_subscribed<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Publishes `payload` on `channel` to every instance.
-    fn publish<'a>(&'a self, channel: &'a ChannelName, payload: Bytes) -> BoxFuture<'a, Result<(), BrokerError>>;
+    fn publish<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// The broker's status, updated as it connects, loses and regains the bus.
     fn status(&self) -> watch::Receiver<BrokerStatus>;
@@ -106,12 +113,18 @@ pub trait Broker: Send + Sync + 'static {
 }
 
 /// Opens the broker a URL names: `memory://` or `redis://host:port[/db]`.
-pub fn connect(url: &str, config: RedisBrokerConfig) -> Result<(std::sync::Arc<dyn Broker>, Inbox), BrokerError> {
+pub fn connect(
+    url: &str,
+    config: RedisBrokerConfig,
+) -> Result<(std::sync::Arc<dyn Broker>, Inbox), BrokerError> {
     if url == "memory://" || url == "memory" {
         let (broker, inbox) = MemoryBroker::new();
         return Ok((std::sync::Arc::new(broker), inbox));
     }
-    if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://") {
+    if url.starts_with("redis://")
+        || url.starts_with("rediss://")
+        || url.starts_with("redis+unix://")
+    {
         let (broker, inbox) = RedisBroker::connect(url, config)?;
         return Ok((std::sync::Arc::new(broker), inbox));
     }

@@ -42,22 +42,31 @@ impl MemoryBroker {
 impl Broker for MemoryBroker {
     fn subscribe(&self, channel: &ChannelName) {
         self.interest.want(channel);
-        self.interest.confirm_subscribed(std::slice::from_ref(channel));
+        self.interest
+            .confirm_subscribed(std::slice::from_ref(channel));
     }
 
     fn unsubscribe(&self, channel: &ChannelName) {
         self.interest.unwant(channel);
-        self.interest.confirm_unsubscribed(std::slice::from_ref(channel));
+        self.interest
+            .confirm_unsubscribed(std::slice::from_ref(channel));
     }
 
-    fn until_subscribed<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn until_subscribed<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             self.interest.until_active(channel).await;
             Ok(())
         })
     }
 
-    fn publish<'a>(&'a self, channel: &'a ChannelName, payload: Bytes) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn publish<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             if *self.status.borrow() == BrokerStatus::Closed {
                 return Err(BrokerError::Closed);
@@ -66,8 +75,14 @@ impl Broker for MemoryBroker {
             if !self.interest.is_active(channel) {
                 return Ok(());
             }
-            let message = BusMessage { channel: channel.clone(), payload };
-            self.inbox.send(message).await.map_err(|_| BrokerError::Closed)
+            let message = BusMessage {
+                channel: channel.clone(),
+                payload,
+            };
+            self.inbox
+                .send(message)
+                .await
+                .map_err(|_| BrokerError::Closed)
         })
     }
 
@@ -93,17 +108,32 @@ mod tests {
         broker.subscribe(&news);
         broker.until_subscribed(&news).await.unwrap();
         for i in 0..3 {
-            broker.publish(&other, Bytes::from(format!("x{i}"))).await.unwrap();
-            broker.publish(&news, Bytes::from(format!("n{i}"))).await.unwrap();
+            broker
+                .publish(&other, Bytes::from(format!("x{i}")))
+                .await
+                .unwrap();
+            broker
+                .publish(&news, Bytes::from(format!("n{i}")))
+                .await
+                .unwrap();
         }
         for i in 0..3 {
             let msg = inbox.recv().await.unwrap();
-            assert_eq!(msg, BusMessage { channel: news.clone(), payload: Bytes::from(format!("n{i}")) });
+            assert_eq!(
+                msg,
+                BusMessage {
+                    channel: news.clone(),
+                    payload: Bytes::from(format!("n{i}"))
+                }
+            );
         }
         assert!(inbox.try_recv().is_err());
 
         broker.unsubscribe(&news);
-        broker.publish(&news, Bytes::from_static(b"late")).await.unwrap();
+        broker
+            .publish(&news, Bytes::from_static(b"late"))
+            .await
+            .unwrap();
         assert!(inbox.try_recv().is_err());
     }
 }

@@ -83,7 +83,9 @@ pub struct RedisBroker {
 
 impl std::fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBroker").field("status", &*self.status.borrow()).finish_non_exhaustive()
+        f.debug_struct("RedisBroker")
+            .field("status", &*self.status.borrow())
+            .finish_non_exhaustive()
     }
 }
 
@@ -140,7 +142,10 @@ impl Broker for RedisBroker {
         self.interest.unwant(channel);
     }
 
-    fn until_subscribed<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn until_subscribed<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             tokio::select! {
                 () = self.interest.until_active(channel) => Ok(()),
@@ -149,10 +154,18 @@ impl Broker for RedisBroker {
         })
     }
 
-    fn publish<'a>(&'a self, channel: &'a ChannelName, payload: Bytes) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn publish<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             let mut conn = self.publisher().await?;
-            let _receivers: i64 = redis::cmd("PUBLISH").arg(channel.as_str()).arg(payload.as_ref()).query_async(&mut conn).await?;
+            let _receivers: i64 = redis::cmd("PUBLISH")
+                .arg(channel.as_str())
+                .arg(payload.as_ref())
+                .query_async(&mut conn)
+                .await?;
             Ok(())
         })
     }
@@ -197,7 +210,8 @@ impl Subscriber {
             match ended {
                 Ended::Stop => break,
                 Ended::Lost(why) => {
-                    if self.status.send_replace(BrokerStatus::Connecting) == BrokerStatus::Connected {
+                    if self.status.send_replace(BrokerStatus::Connecting) == BrokerStatus::Connected
+                    {
                         warn!(reason = %why, "lost the redis subscriber connection; reconnecting");
                     } else {
                         debug!(reason = %why, "redis not reachable yet");

@@ -94,19 +94,37 @@ mod tests {
     #[test]
     fn accepts_namespaced_and_personal_names() {
         for ok in ["events", "news:sport", "user:42", "a.b-c_d@e=f/g"] {
-            assert_eq!(ChannelName::new(ok).map(|c| c.to_string()), Ok(ok.to_owned()));
+            assert_eq!(
+                ChannelName::new(ok).map(|c| c.to_string()),
+                Ok(ok.to_owned())
+            );
         }
-        assert_eq!(ChannelName::new("news:sport").unwrap().namespace(), Some("news"));
+        assert_eq!(
+            ChannelName::new("news:sport").unwrap().namespace(),
+            Some("news")
+        );
         assert_eq!(ChannelName::new("events").unwrap().namespace(), None);
     }
 
     #[test]
     fn refuses_what_is_outside_the_grammar() {
         assert_eq!(ChannelName::new(""), Err(ChannelNameError::Empty));
-        assert_eq!(ChannelName::new(&"a".repeat(129)), Err(ChannelNameError::TooLong));
+        assert_eq!(
+            ChannelName::new(&"a".repeat(129)),
+            Err(ChannelNameError::TooLong)
+        );
         assert!(ChannelName::new(&"a".repeat(128)).is_ok());
-        assert_eq!(ChannelName::new("a b"), Err(ChannelNameError::BadCharacter(' ')));
-        assert_eq!(ChannelName::new("news:*"), Err(ChannelNameError::BadCharacter('*')));
-        assert_eq!(ChannelName::new("é"), Err(ChannelNameError::BadCharacter('é')));
+        assert_eq!(
+            ChannelName::new("a b"),
+            Err(ChannelNameError::BadCharacter(' '))
+        );
+        assert_eq!(
+            ChannelName::new("news:*"),
+            Err(ChannelNameError::BadCharacter('*'))
+        );
+        assert_eq!(
+            ChannelName::new("é"),
+            Err(ChannelNameError::BadCharacter('é'))
+        );
     }
 }

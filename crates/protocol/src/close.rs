@@ -130,7 +130,10 @@ mod tests {
     fn every_code_round_trips_and_is_unique() {
         for code in CloseCode::ALL {
             assert_eq!(CloseCode::from_code(code.code()), Some(code));
-            assert!(code.reason().len() <= 123, "close reasons must fit a control frame");
+            assert!(
+                code.reason().len() <= 123,
+                "close reasons must fit a control frame"
+            );
         }
         let mut numbers: Vec<u16> = CloseCode::ALL.iter().map(|c| c.code()).collect();
         numbers.sort_unstable();
@@ -140,7 +143,10 @@ mod tests {
 
     #[test]
     fn a_slow_consumer_may_come_back_at_once_but_a_bad_frame_may_not() {
-        assert_eq!(CloseCode::SlowConsumer.advice(), ReconnectAdvice::ReconnectNow);
+        assert_eq!(
+            CloseCode::SlowConsumer.advice(),
+            ReconnectAdvice::ReconnectNow
+        );
         assert_eq!(CloseCode::BadFrame.advice(), ReconnectAdvice::Stop);
     }
 }

@@ -1,0 +1,63 @@
+//! The gateway's settings: every limit and timing in one typed struct.
+//!
+//! The binary fills it from flags and `HERALD_*` variables; tests build it
+//! directly. Every field has a default chosen for tens of thousands of
+//! mostly idle browser connections on a small machine.
+
+use std::time::Duration;
+
+/// Settings of one gateway instance.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The name this instance reports to clients and in `/healthz`, so a user can tell instances apart.
+    pub instance_id: String,
+    /// Connections beyond this are closed at once with close code 4003, so an instance
+    /// under a connection storm keeps serving the clients it already has.
+    pub max_connections: usize,
+    /// Frames that may wait for one client's socket. A client whose queue is full
+    /// is a slow consumer: it is disconnected rather than allowed to hold memory
+    /// or delay anyone else.
+    pub client_queue: usize,
+    /// The largest frame or message a client may send, in bytes; larger ones close the
+    /// connection with 1009. Clients only ever send small control frames.
+    pub max_client_message_bytes: usize,
+    /// How often the server pings each client.
+    pub ping_interval: Duration,
+    /// How long past a ping the client may stay silent before it is dropped with 4001.
+    pub pong_timeout: Duration,
+    /// How long one batched write (or a close frame) may take before the client is
+    /// dropped as a slow consumer.
+    pub write_timeout: Duration,
+    /// Per-connection read buffer. The WebSocket library's default is 128 KiB per
+    /// connection, which alone would cost over a GiB at 10,000 idle clients.
+    pub read_buffer_bytes: usize,
+    /// Outgoing bytes buffered before a write reaches the socket; several queued
+    /// frames are flushed together up to this size.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            instance_id: "herald".to_owned(),
+            max_connections: 100_000,
+            client_queue: 1024,
+            max_client_message_bytes: 64 * 1024,
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            read_buffer_bytes: 4 * 1024,
+            write_buffer_bytes: 32 * 1024,
+        }
+    }
+}
+
+/// This machine's host name, for the default instance id; `herald` if it cannot be read.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "herald".to_owned())
+}

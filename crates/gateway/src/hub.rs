@@ -1,0 +1,250 @@
+//! The hub: which local clients listen to which channel, and the fan-out.
+//!
+//! The hub keeps the only subscriber registry of an instance. It tells the
+//! broker about a channel on edges only — the first local subscriber makes
+//! the broker subscribe, the last one leaving makes it unsubscribe — so the
+//! bus carries one subscription per channel per instance however many clients
+//! there are. Every bus message is encoded into a [`Frame`] once and the same
+//! bytes are offered to each subscriber's bounded queue; the hub never waits
+//! on a client.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use herald_broker::{Broker, BusMessage, Inbox};
+use herald_protocol::ChannelName;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::client::{ClientId, ClientSender, Frame, Offer};
+
+/// Subscribers of one channel on this instance.
+type Subscribers = HashMap<ClientId, ClientSender>;
+
+/// Running totals, for `/healthz` and the logs.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Bus messages fanned out.
+    pub messages: AtomicU64,
+    /// Frames queued to clients.
+    pub deliveries: AtomicU64,
+    /// Clients kicked because their queue was full.
+    pub slow_consumers: AtomicU64,
+}
+
+/// The fan-out hub of one gateway instance.
+pub struct Hub {
+    /// The bus; told about first and last subscribers only.
+    broker: Arc<dyn Broker>,
+    /// Channel → local subscribers. A plain lock: it is never held across an await,
+    /// and the fan-out holds it for reading only.
+    channels: RwLock<HashMap<ChannelName, Subscribers>>,
+    /// Totals.
+    stats: HubStats,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("channels", &self.read().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub in front of `broker`.
+    pub fn new(broker: Arc<dyn Broker>) -> Self {
+        Hub {
+            broker,
+            channels: RwLock::new(HashMap::new()),
+            stats: HubStats::default(),
+        }
+    }
+
+    /// The broker behind this hub.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    /// Running totals.
+    pub fn stats(&self) -> &HubStats {
+        &self.stats
+    }
+
+    /// Adds `client` to `channel`'s subscribers; the first one subscribes the bus.
+    pub fn subscribe(&self, channel: &ChannelName, client: &ClientSender) {
+        let mut channels = self.write();
+        let subscribers = channels.entry(channel.clone()).or_default();
+        let first = subscribers.is_empty();
+        subscribers.insert(client.id, client.clone());
+        if first {
+            // Under the lock, so that a racing last-unsubscribe cannot overtake it.
+            self.broker.subscribe(channel);
+            debug!(%channel, "first local subscriber");
+        }
+    }
+
+    /// Removes `client` from `channel`; the last one leaving unsubscribes the bus.
+    pub fn unsubscribe(&self, channel: &ChannelName, client: ClientId) {
+        let mut channels = self.write();
+        let Some(subscribers) = channels.get_mut(channel) else {
+            return;
+        };
+        if subscribers.remove(&client).is_some() && subscribers.is_empty() {
+            channels.remove(channel);
+            self.broker.unsubscribe(channel);
+            debug!(%channel, "last local subscriber left");
+        }
+    }
+
+    /// How many local clients listen to `channel`.
+    pub fn subscriber_count(&self, channel: &ChannelName) -> usize {
+        self.read().get(channel).map_or(0, HashMap::len)
+    }
+
+    /// How many channels have local subscribers.
+    pub fn channel_count(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Offers one bus message to every local subscriber of its channel.
+    ///
+    /// Encodes once; each client gets a reference-counted clone of the same bytes.
+    pub fn fan_out(&self, message: BusMessage) {
+        let channels = self.read();
+        let Some(subscribers) = channels.get(&message.channel) else {
+            return;
+        };
+        let frame = Frame::from_payload(message.payload);
+        let mut delivered = 0u64;
+        let mut overflowed = 0u64;
+        for client in subscribers.values() {
+            match client.offer(frame.clone()) {
+                Offer::Queued => delivered += 1,
+                Offer::Overflowed => overflowed += 1,
+                Offer::Gone => {}
+            }
+        }
+        drop(channels);
+        self.stats.messages.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+        if overflowed > 0 {
+            self.stats
+                .slow_consumers
+                .fetch_add(overflowed, Ordering::Relaxed);
+        }
+    }
+
+    /// Fans out every message from the broker's inbox until it closes or `shutdown` fires.
+    pub async fn run(self: Arc<Self>, mut inbox: Inbox, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                message = inbox.recv() => match message {
+                    Some(message) => self.fan_out(message),
+                    None => break,
+                },
+            }
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<ChannelName, Subscribers>> {
+        // Nothing panics while holding this lock; were it poisoned, the map would still be whole.
+        self.channels
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<ChannelName, Subscribers>> {
+        self.channels
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::client;
+    use bytes::Bytes;
+    use herald_broker::MemoryBroker;
+
+    fn hub() -> (Arc<Hub>, Inbox) {
+        let (broker, inbox) = MemoryBroker::new();
+        (Arc::new(Hub::new(Arc::new(broker))), inbox)
+    }
+
+    #[tokio::test]
+    async fn one_bus_subscription_per_channel_however_many_clients() {
+        let (hub, _inbox) = hub();
+        let news = ChannelName::new("news").unwrap();
+        let (a, _ra) = client(8);
+        let (b, _rb) = client(8);
+        hub.subscribe(&news, &a);
+        hub.subscribe(&news, &b);
+        assert_eq!(hub.subscriber_count(&news), 2);
+        hub.unsubscribe(&news, a.id);
+        // Still wanted: b listens.
+        hub.broker().until_subscribed(&news).await.unwrap();
+        hub.unsubscribe(&news, b.id);
+        assert_eq!(hub.channel_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn fan_out_shares_one_encoded_frame() {
+        let (hub, _inbox) = hub();
+        let news = ChannelName::new("news").unwrap();
+        let (a, ra) = client(8);
+        let (b, rb) = client(8);
+        hub.subscribe(&news, &a);
+        hub.subscribe(&news, &b);
+        hub.fan_out(BusMessage {
+            channel: news.clone(),
+            payload: Bytes::from_static(b"hello"),
+        });
+        let (mut batch_a, mut batch_b) = (
+            std::collections::VecDeque::new(),
+            std::collections::VecDeque::new(),
+        );
+        ra.take(&mut batch_a).await.unwrap();
+        rb.take(&mut batch_b).await.unwrap();
+        let (Some(Frame::Text(fa)), Some(Frame::Text(fb))) =
+            (batch_a.pop_front(), batch_b.pop_front())
+        else {
+            panic!("expected text frames");
+        };
+        assert_eq!(fa.as_str(), "hello");
+        // The same allocation, not a copy per client.
+        assert_eq!(fa.as_str().as_ptr(), fb.as_str().as_ptr());
+    }
+
+    #[tokio::test]
+    async fn a_full_client_is_kicked_and_the_others_still_receive() {
+        let (hub, _inbox) = hub();
+        let news = ChannelName::new("news").unwrap();
+        let (slow, slow_rx) = client(1);
+        let (fast, fast_rx) = client(16);
+        hub.subscribe(&news, &slow);
+        hub.subscribe(&news, &fast);
+        for i in 0..5 {
+            hub.fan_out(BusMessage {
+                channel: news.clone(),
+                payload: Bytes::from(format!("m{i}")),
+            });
+        }
+        assert_eq!(
+            slow_rx.kicked(),
+            Some(herald_protocol::CloseCode::SlowConsumer)
+        );
+        let mut batch = std::collections::VecDeque::new();
+        fast_rx.take(&mut batch).await.unwrap();
+        let expected: Vec<Frame> = (0..5)
+            .map(|i| Frame::from_payload(Bytes::from(format!("m{i}"))))
+            .collect();
+        assert_eq!(batch, expected);
+    }
+}

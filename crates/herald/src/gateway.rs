@@ -1,0 +1,123 @@
+//! `herald gateway`: flags, defaults and start-up of one gateway instance.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use herald_broker::RedisBrokerConfig;
+use herald_gateway::{Gateway, GatewayConfig};
+
+use crate::signals::cancel_on_signal;
+
+/// Flags of `herald gateway`.
+#[derive(Debug, Args)]
+pub(crate) struct GatewayArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: SocketAddr,
+
+    /// The event bus: `memory://` (this process only) or `redis://HOST:PORT[/DB]`.
+    #[arg(long, env = "HERALD_BROKER", default_value = "memory://")]
+    pub(crate) broker: String,
+
+    /// Name of this instance, shown to clients and in /healthz [default: HOSTNAME:PORT].
+    #[arg(long, env = "HERALD_INSTANCE_ID")]
+    pub(crate) instance_id: Option<String>,
+
+    /// Most client connections this instance holds; more are closed with code 4003.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub(crate) max_connections: usize,
+
+    /// Frames that may wait for one client; a client whose queue overflows is closed with 4000 (slow consumer).
+    #[arg(long, env = "HERALD_CLIENT_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) client_queue: u32,
+
+    /// Largest message a client may send, in bytes; larger ones close the connection with 1009.
+    #[arg(long, env = "HERALD_MAX_CLIENT_MESSAGE_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(128..=16_777_216))]
+    pub(crate) max_client_message_bytes: u32,
+
+    /// How often the server pings each client (e.g. `25s`).
+    #[arg(long, env = "HERALD_PING_INTERVAL", default_value = "25s", value_parser = positive_duration)]
+    pub(crate) ping_interval: Duration,
+
+    /// How long past a ping a silent client is kept before it is closed with 4001.
+    #[arg(long, env = "HERALD_PONG_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub(crate) pong_timeout: Duration,
+
+    /// How long one write to a client may take before it is closed as a slow consumer.
+    #[arg(long, env = "HERALD_WRITE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub(crate) write_timeout: Duration,
+
+    /// Per-connection read buffer in bytes (the main per-connection memory cost).
+    #[arg(long, env = "HERALD_READ_BUFFER_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(512..=1_048_576))]
+    pub(crate) read_buffer_bytes: u32,
+
+    /// How often the Redis subscriber connection is pinged to prove it is alive.
+    #[arg(long, env = "HERALD_BROKER_PING_INTERVAL", default_value = "3s", value_parser = positive_duration)]
+    pub(crate) broker_ping_interval: Duration,
+
+    /// How long any Redis command (ping, subscribe, publish) may take before the connection is deemed dead.
+    #[arg(long, env = "HERALD_BROKER_TIMEOUT", default_value = "2s", value_parser = positive_duration)]
+    pub(crate) broker_timeout: Duration,
+
+    /// The longest wait between two reconnect attempts to Redis (waits double from 100ms, with jitter).
+    #[arg(long, env = "HERALD_BROKER_RECONNECT_MAX", default_value = "5s", value_parser = positive_duration)]
+    pub(crate) broker_reconnect_max: Duration,
+}
+
+/// Parses a duration like `250ms`, `25s` or `1m`, refusing zero.
+pub(crate) fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 500ms, 25s, 1m)"))?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+impl GatewayArgs {
+    fn gateway_config(&self) -> GatewayConfig {
+        GatewayConfig {
+            instance_id: self.instance_id.clone().unwrap_or_else(|| {
+                format!(
+                    "{}:{}",
+                    herald_gateway::config::hostname(),
+                    self.listen.port()
+                )
+            }),
+            max_connections: self.max_connections,
+            client_queue: self.client_queue as usize,
+            max_client_message_bytes: self.max_client_message_bytes as usize,
+            ping_interval: self.ping_interval,
+            pong_timeout: self.pong_timeout,
+            write_timeout: self.write_timeout,
+            read_buffer_bytes: self.read_buffer_bytes as usize,
+            ..GatewayConfig::default()
+        }
+    }
+
+    fn broker_config(&self) -> RedisBrokerConfig {
+        RedisBrokerConfig {
+            ping_interval: self.broker_ping_interval,
+            command_timeout: self.broker_timeout,
+            connect_timeout: self.broker_timeout,
+            reconnect_max: self.broker_reconnect_max,
+            ..RedisBrokerConfig::default()
+        }
+    }
+}
+
+/// Runs a gateway until SIGINT or SIGTERM.
+pub(crate) async fn run(args: GatewayArgs) -> Result<()> {
+    let (broker, inbox) = herald_broker::connect(&args.broker, args.broker_config())
+        .with_context(|| format!("--broker {}", args.broker))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let gateway = Gateway::new(args.gateway_config(), broker, inbox);
+    cancel_on_signal(gateway.shutdown_token());
+    let router = gateway.router();
+    gateway.serve(listener, router).await.context("serving")?;
+    Ok(())
+}

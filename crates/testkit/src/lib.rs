@@ -1,0 +1,372 @@
+//! Real components for integration tests: no mock stands in for Redis or the network.
+//!
+//! Tests start their own `redis-server` and gateway processes on free loopback
+//! ports with these helpers, and talk to them with real WebSocket and HTTP
+//! clients. Every process is killed when its handle drops, so a failing test
+//! leaves nothing running.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A WebSocket client connection as the tests use it.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where `redis-server` is, or a clear message on how to get it.
+pub fn redis_server_binary() -> PathBuf {
+    for candidate in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
+        if Path::new(candidate).exists() {
+            return PathBuf::from(candidate);
+        }
+    }
+    panic!(
+        "redis-server is not installed: run `apt-get install -y redis-server` (or .ci/run, which does it)"
+    );
+}
+
+/// A `redis-server` child process on its own port, with no persistence. Killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits until it answers PING.
+    pub async fn start() -> Self {
+        Self::start_on(free_port()).await
+    }
+
+    /// Starts a server on `port` and waits until it answers PING.
+    pub async fn start_on(port: u16) -> Self {
+        let mut server = RedisServer { port, child: None };
+        server.restart().await;
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL: like a crash, no goodbye to clients).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // A paused server must be thawed to die promptly.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): its sockets stay open but it answers nothing,
+    /// like a wedged server or a half-dead network path.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// Starts the server again on the same port, empty, and waits until it answers.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let child = Command::new(redis_server_binary())
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut conn) = self.connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not start",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A fresh multiplexed connection.
+    pub async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await
+    }
+
+    /// `PUBLISH channel payload`; returns how many subscribers Redis reached.
+    pub async fn publish(&self, channel: &str, payload: impl AsRef<[u8]>) -> i64 {
+        let mut conn = self.connection().await.unwrap();
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload.as_ref())
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `channel` has exactly `n` subscribers in Redis (one per gateway instance).
+    pub async fn wait_subscribers(&self, channel: &str, n: i64) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(mut conn) = self.connection().await {
+                let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(channel)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                if counts.first().map(|(_, count)| *count) == Some(n) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "channel {channel} never reached {n} subscribers"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `herald gateway` child process. Killed on drop.
+pub struct GatewayProcess {
+    pub addr: SocketAddr,
+    pub instance_id: String,
+    child: Option<Child>,
+}
+
+impl GatewayProcess {
+    /// Starts `binary gateway --listen 127.0.0.1:PORT --broker URL --instance-id ID EXTRA…`
+    /// and waits until `/healthz` answers.
+    pub async fn start(binary: &Path, broker: &str, instance_id: &str, extra: &[&str]) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(binary)
+            .args([
+                "gateway",
+                "--listen",
+                &addr.to_string(),
+                "--broker",
+                broker,
+                "--instance-id",
+                instance_id,
+            ])
+            .args(extra)
+            .env(
+                "HERALD_LOG",
+                std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn herald gateway");
+        let gateway = GatewayProcess {
+            addr,
+            instance_id: instance_id.to_owned(),
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while get(addr, "/healthz").await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "gateway {instance_id} did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        gateway
+    }
+
+    /// `ws://ADDR/ws/notifications`.
+    pub fn tutorial_url(&self) -> String {
+        format!("ws://{}/ws/notifications", self.addr)
+    }
+
+    /// The process id, e.g. to read its memory use.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or_default()
+    }
+
+    /// Waits until `/readyz` answers with `status`.
+    pub async fn wait_readyz(&self, status: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((code, _)) = get(self.addr, "/readyz").await
+                && code == status
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway {} /readyz never answered {status}",
+                self.instance_id
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `GET http://ADDR/PATH` → (status, JSON body or null).
+pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, serde_json::Value)> {
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    Ok((status, body))
+}
+
+/// Opens a WebSocket connection.
+pub async fn connect(url: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .with_context(|| format!("connect {url}"))
+        .unwrap();
+    ws
+}
+
+/// What a client saw next: a text or binary message, or the end of the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Text(String),
+    Binary(Vec<u8>),
+    /// A close frame with its code and reason.
+    Closed(u16, String),
+    /// The connection ended without a close frame.
+    Dropped,
+}
+
+/// The next data message or close, skipping pings and pongs; fails after `within`.
+pub async fn next_seen(ws: &mut Ws, within: Duration) -> Result<Seen> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let Ok(next) = tokio::time::timeout_at(deadline, ws.next()).await else {
+            bail!("nothing received within {within:?}")
+        };
+        return Ok(match next {
+            None => Seen::Dropped,
+            Some(Err(_)) => Seen::Dropped,
+            Some(Ok(Message::Text(text))) => Seen::Text(text.to_string()),
+            Some(Ok(Message::Binary(bytes))) => Seen::Binary(bytes.to_vec()),
+            Some(Ok(Message::Close(Some(CloseFrame { code, reason })))) => {
+                Seen::Closed(code.into(), reason.to_string())
+            }
+            Some(Ok(Message::Close(None))) => Seen::Closed(1005, String::new()),
+            Some(Ok(_)) => continue,
+        });
+    }
+}
+
+/// The next text message; fails on anything else.
+pub async fn next_text(ws: &mut Ws) -> String {
+    match next_seen(ws, Duration::from_secs(10)).await {
+        Ok(Seen::Text(text)) => text,
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// Reads until the server's close frame (skipping data), returning its code.
+pub async fn close_code(ws: &mut Ws, within: Duration) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match next_seen(ws, left).await {
+            Ok(Seen::Closed(code, _)) => return Some(code),
+            Ok(Seen::Dropped) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Asserts that nothing but pings arrives for `quiet`: proof that no extra copy of a message is on its way.
+pub async fn assert_quiet(ws: &mut Ws, quiet: Duration) {
+    if let Ok(seen) = next_seen(ws, quiet).await {
+        panic!("expected nothing more, got {seen:?}");
+    }
+}
+
+/// The resident memory of a process in KiB (VmRSS from /proc).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap()
+}
