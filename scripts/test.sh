@@ -29,6 +29,10 @@ apt_ensure() {
 }
 
 apt_ensure redis-server redis-server
+# The content service's PostgreSQL tests start their own server with initdb, which is not on PATH.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  apt_ensure __no_such_command__ postgresql
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

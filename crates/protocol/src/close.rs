@@ -44,11 +44,17 @@ pub enum CloseCode {
     BadFrame,
     /// 4003: the instance is at its connection limit.
     TooManyConnections,
+    /// 4004: the token is malformed, wrongly signed or of a wrong algorithm.
+    Unauthorized,
+    /// 4005: the token's `exp` has passed.
+    TokenExpired,
+    /// 4006: the client sent frames faster than allowed.
+    TooManyRequests,
 }
 
 impl CloseCode {
     /// Every code, in the order `docs/protocol.md` lists them.
-    pub const ALL: [CloseCode; 10] = [
+    pub const ALL: [CloseCode; 13] = [
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
         CloseCode::UnsupportedData,
@@ -59,6 +65,9 @@ impl CloseCode {
         CloseCode::PingTimeout,
         CloseCode::BadFrame,
         CloseCode::TooManyConnections,
+        CloseCode::Unauthorized,
+        CloseCode::TokenExpired,
+        CloseCode::TooManyRequests,
     ];
 
     /// The number sent in the close frame.
@@ -74,6 +83,9 @@ impl CloseCode {
             CloseCode::PingTimeout => 4001,
             CloseCode::BadFrame => 4002,
             CloseCode::TooManyConnections => 4003,
+            CloseCode::Unauthorized => 4004,
+            CloseCode::TokenExpired => 4005,
+            CloseCode::TooManyRequests => 4006,
         }
     }
 
@@ -90,6 +102,9 @@ impl CloseCode {
             CloseCode::PingTimeout => "ping timeout",
             CloseCode::BadFrame => "bad frame",
             CloseCode::TooManyConnections => "too many connections",
+            CloseCode::Unauthorized => "unauthorized",
+            CloseCode::TokenExpired => "token expired",
+            CloseCode::TooManyRequests => "too many requests",
         }
     }
 
@@ -97,16 +112,21 @@ impl CloseCode {
     pub const fn advice(self) -> ReconnectAdvice {
         match self {
             // Another instance (or this one, restarted) will take the client at once.
-            CloseCode::GoingAway | CloseCode::SlowConsumer => ReconnectAdvice::ReconnectNow,
-            CloseCode::PingTimeout | CloseCode::InternalError | CloseCode::TooManyConnections => {
-                ReconnectAdvice::ReconnectWithBackoff
+            // A fresh token is all an expired client needs.
+            CloseCode::GoingAway | CloseCode::SlowConsumer | CloseCode::TokenExpired => {
+                ReconnectAdvice::ReconnectNow
             }
+            CloseCode::PingTimeout
+            | CloseCode::InternalError
+            | CloseCode::TooManyConnections
+            | CloseCode::TooManyRequests => ReconnectAdvice::ReconnectWithBackoff,
             // The same client would send the same thing again.
             CloseCode::ProtocolError
             | CloseCode::UnsupportedData
             | CloseCode::InvalidPayload
             | CloseCode::MessageTooBig
-            | CloseCode::BadFrame => ReconnectAdvice::Stop,
+            | CloseCode::BadFrame
+            | CloseCode::Unauthorized => ReconnectAdvice::Stop,
         }
     }
 
