@@ -1,0 +1,756 @@
+/**
+ * `HeraldClient`: one WebSocket connection to a Herald gateway's `/ws`
+ * endpoint (protocol version 1, docs/protocol.md), kept alive across
+ * disconnects, with every subscription recovered without gaps or duplicates.
+ */
+import { Backoff } from "./backoff.js";
+import { closeAction, closeNeedsNewToken, type CloseAction } from "./closeCodes.js";
+import { Emitter, callSafely } from "./emitter.js";
+import {
+  encodeClientFrame,
+  parseServerFrame,
+  FrameError,
+  type ClientFrame,
+  type ConnectedFrame,
+  type ErrorFrame,
+  type MessageFrame,
+  type Position,
+  type ServerFrame,
+  type SubscribedFrame,
+  type SubscribeEntry,
+} from "./frames.js";
+import { ChannelPositions } from "./positions.js";
+
+// ---------------------------------------------------------------- WebSocket
+
+/**
+ * The part of the WHATWG `WebSocket` the client uses. The browser's and
+ * Node ≥ 22's global `WebSocket`, and the `ws` package's, all fit.
+ */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  // Event parameters are `any` so that both the DOM's and `ws`'s event types fit.
+  /* eslint-disable @typescript-eslint/no-explicit-any */
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: any) => void) | null;
+  onclose: ((event: any) => void) | null;
+  onerror: ((event: any) => void) | null;
+  /* eslint-enable @typescript-eslint/no-explicit-any */
+}
+
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+// ---------------------------------------------------------------- public types
+
+export interface HeraldClientOptions {
+  /**
+   * The gateway's `/ws` URL (`wss://host/ws`), or several: each reconnect
+   * attempt moves on to the next one, round robin.
+   */
+  url: string | string[];
+  /** The JWT to connect with (sent as the `token` query parameter). Anonymous without one. */
+  token?: string;
+  /**
+   * Gives a (fresh) token. Called before the first connection when `token`
+   * is absent, after a 4005 (token expired: the client reconnects at once
+   * with the new token), and after a 4004 (the client stops unless it gives a
+   * token different from the rejected one).
+   */
+  getToken?: () => Promise<string | undefined> | string | undefined;
+  /** The WebSocket implementation; defaults to the global one (browsers, Node ≥ 22). */
+  WebSocket?: WebSocketConstructor;
+  /** The backoff cap of the first reconnect attempt. Default 100 ms. */
+  minReconnectDelayMs?: number;
+  /** The largest backoff cap. Default 30 000 ms. */
+  maxReconnectDelayMs?: number;
+  /**
+   * Send an application `{"type":"ping"}` this often once connected; 0 (the
+   * default) relies on the server's WebSocket pings alone. A connection that
+   * then stays silent for `pongTimeoutMs` after a ping is dropped and
+   * reconnected with backoff — useful in browsers, which cannot see
+   * WebSocket-level pings.
+   */
+  pingIntervalMs?: number;
+  /** How long to wait for any frame after an application ping. Default: `pingIntervalMs`. */
+  pongTimeoutMs?: number;
+  /** Uniform random numbers in [0, 1) for the jitter; `Math.random` unless testing. */
+  random?: () => number;
+}
+
+/** A message delivered to a subscription's handler. */
+export interface HeraldMessage<T = unknown> {
+  channel: string;
+  /** The published JSON value (a raw non-JSON payload arrives as a string). */
+  data: T;
+  /** Present with `epoch` on channels that keep history. */
+  offset?: number;
+  epoch?: string;
+  /** Publish time, ms since the UNIX epoch. */
+  time: number;
+}
+
+export type MessageHandler<T = unknown> = (message: HeraldMessage<T>) => void;
+
+export interface SubscribeOptions {
+  /** Start from this position: every message after it is delivered first (recovery). */
+  since?: Position;
+}
+
+/** A `subscribed` frame, as a subscription sees it (once per (re)subscribe). */
+export interface SubscribedEvent {
+  channel: string;
+  /** The channel's current position; `null` for a channel without history. */
+  position: Position | null;
+  /** Present only when the subscribe asked for `since`; see docs/protocol.md. */
+  recovered?: boolean;
+}
+
+export interface RecoveredEvent {
+  channel: string;
+  /**
+   * `true`: every message after the position the client had is being
+   * delivered, in order, before any live one. `false`: it could not be; the
+   * application should refetch its state.
+   */
+  recovered: boolean;
+  /**
+   * How many messages were published while the client was away (the
+   * channel's position minus the client's, when both are in one epoch):
+   * replayed when `recovered`, lost otherwise.
+   */
+  missed?: number;
+}
+
+export type StateName = "connecting" | "connected" | "reconnecting" | "disconnected";
+
+export type ConnectionState =
+  | { state: "connecting"; url: string; attempt: number }
+  | {
+      state: "connected";
+      url: string;
+      clientId: string;
+      instanceId: string;
+      user: string | null;
+      pingIntervalMs?: number;
+    }
+  /** A reconnect is scheduled: `attempt` counts attempts since the last `connected`. */
+  | { state: "reconnecting"; attempt: number; delayMs: number; code: number }
+  /** The connection closed with `code`; `willRetry` tells whether a reconnect follows. */
+  | { state: "disconnected"; code: number; reason: string; willRetry: boolean };
+
+export interface HeraldClientEvents {
+  state: ConnectionState;
+  recovered: RecoveredEvent;
+  /** Every `error` frame of the server (also delivered to the subscriptions it concerns). */
+  error: ErrorFrame;
+  /** A server frame the client could not parse (it is ignored). */
+  invalidFrame: FrameError;
+}
+
+export interface SubscriptionEvents {
+  subscribed: SubscribedEvent;
+  error: ErrorFrame;
+}
+
+/** Error codes after which a subscription is not retried (until the token changes). */
+const FINAL_ERRORS = new Set(["forbidden", "invalid_channel"]);
+
+/** Close code the client reports when it gives up a silent connection itself. */
+const LOCAL_PING_TIMEOUT = 4001;
+/** Close code the client reports when a socket could not even be created. */
+const ABNORMAL = 1006;
+
+// ---------------------------------------------------------------- Subscription
+
+export class Subscription<T = unknown> extends Emitter<SubscriptionEvents> {
+  private active = true;
+
+  /** @internal */
+  constructor(
+    readonly channel: string,
+    /** @internal */ readonly handler: MessageHandler<T>,
+    private readonly detach: (sub: Subscription<T>) => void,
+  ) {
+    super();
+  }
+
+  /** Whether `unsubscribe()` has not been called yet. */
+  get isActive(): boolean {
+    return this.active;
+  }
+
+  /** Stops delivering to this handler; the channel is left when its last subscription goes. */
+  unsubscribe(): void {
+    if (!this.active) return;
+    this.active = false;
+    this.detach(this);
+    this.removeAllListeners();
+  }
+
+  /** @internal */
+  fire<K extends keyof SubscriptionEvents>(event: K, value: SubscriptionEvents[K]): void {
+    this.emit(event, value);
+  }
+}
+
+// ---------------------------------------------------------------- per-channel state
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnySubscription = Subscription<any>;
+
+type ServerSide = "none" | "pending" | "subscribed";
+
+class Channel {
+  readonly subs = new Set<AnySubscription>();
+  server: ServerSide = "none";
+  /** The last error that forbids subscribing again with the same token. */
+  failed: ErrorFrame | undefined;
+  /** The `since` the last subscribe carried. */
+  lastSince: Position | undefined;
+  last: SubscribedEvent | undefined;
+  retryTimer: ReturnType<typeof setTimeout> | undefined;
+  retryBackoff: Backoff | undefined;
+  duplicatesDropped = 0;
+
+  constructor(
+    readonly name: string,
+    readonly positions: ChannelPositions,
+  ) {}
+}
+
+// ---------------------------------------------------------------- the client
+
+export class HeraldClient extends Emitter<HeraldClientEvents> {
+  private readonly urls: string[];
+  private urlIndex = 0;
+  private token: string | undefined;
+  private readonly getToken: HeraldClientOptions["getToken"];
+  private readonly WS: WebSocketConstructor;
+  private readonly backoff: Backoff;
+  private readonly pingIntervalMs: number;
+  private readonly pongTimeoutMs: number;
+  private readonly random: () => number;
+  private readonly minDelay: number;
+  private readonly maxDelay: number;
+
+  private readonly channels = new Map<string, Channel>();
+  /** Subscribe request id → channels, to route `error` frames that carry no channel. */
+  private readonly requests = new Map<number, string[]>();
+  private nextId = 1;
+
+  private socket: WebSocketLike | undefined;
+  private socketUrl = "";
+  private reachedConnected = false;
+  private running = false;
+  /** Bumped by `close()` and each new socket: stale callbacks compare and bail out. */
+  private generation = 0;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private pingTimer: ReturnType<typeof setInterval> | undefined;
+  private pongTimer: ReturnType<typeof setTimeout> | undefined;
+  private attempt = 0;
+  private tokenRefreshesWithoutConnect = 0;
+  private current: ConnectionState = { state: "disconnected", code: 1000, reason: "not connected", willRetry: false };
+  private connectedInfo: ConnectedFrame | undefined;
+  private ready: { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } | undefined;
+
+  constructor(options: HeraldClientOptions) {
+    super();
+    const urls = Array.isArray(options.url) ? [...options.url] : [options.url];
+    if (urls.length === 0 || urls.some((u) => typeof u !== "string" || u === "")) {
+      throw new TypeError("HeraldClient: `url` must be a non-empty string or list of strings");
+    }
+    this.urls = urls;
+    this.token = options.token;
+    this.getToken = options.getToken;
+    const WS =
+      options.WebSocket ?? (globalThis as unknown as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!WS) {
+      throw new TypeError(
+        "HeraldClient: no global WebSocket here (Node < 22?): pass one, e.g. `new HeraldClient({ url, WebSocket })` with `import WebSocket from \"ws\"`",
+      );
+    }
+    this.WS = WS;
+    this.minDelay = options.minReconnectDelayMs ?? 100;
+    this.maxDelay = options.maxReconnectDelayMs ?? 30_000;
+    this.random = options.random ?? Math.random;
+    this.backoff = new Backoff({ minDelayMs: this.minDelay, maxDelayMs: this.maxDelay, random: this.random });
+    this.pingIntervalMs = Math.max(0, options.pingIntervalMs ?? 0);
+    this.pongTimeoutMs = Math.max(1, options.pongTimeoutMs ?? (this.pingIntervalMs || 1));
+  }
+
+  // ------------------------------------------------------------ public API
+
+  /** The current connection state. */
+  get state(): ConnectionState {
+    return this.current;
+  }
+
+  /** The `connected` frame of the current connection, while connected. */
+  get connection(): ConnectedFrame | undefined {
+    return this.current.state === "connected" ? this.connectedInfo : undefined;
+  }
+
+  /**
+   * Opens the connection (and keeps it open until `close()` or a close code
+   * that says stop). Resolves at the first `connected` frame; rejects when the
+   * client stops before that. Calling it while running returns the same promise.
+   */
+  connect(): Promise<void> {
+    if (this.running && this.ready) return this.ready.promise;
+    if (this.running) return Promise.resolve();
+    this.running = true;
+    this.attempt = 0;
+    this.tokenRefreshesWithoutConnect = 0;
+    this.backoff.reset();
+    const ready = deferred();
+    this.ready = ready;
+    void this.open(this.generation);
+    return ready.promise;
+  }
+
+  /** Closes the connection cleanly; no reconnect follows. Subscriptions are kept for a later `connect()`. */
+  close(): void {
+    const wasRunning = this.running;
+    this.running = false;
+    this.generation += 1;
+    this.clearTimers();
+    const socket = this.socket;
+    this.detachSocket();
+    if (socket) {
+      try {
+        socket.close(1000, "client closed");
+      } catch {
+        // already closing
+      }
+    }
+    this.forgetServerSide();
+    this.settleReady(new Error("HeraldClient closed"));
+    if (wasRunning || socket) {
+      this.setState({ state: "disconnected", code: 1000, reason: "client closed", willRetry: false });
+    }
+  }
+
+  /**
+   * Subscribes `handler` to `channel`. Subscribing before `connect()` is
+   * fine: the subscribe is sent once connected, and again after every
+   * reconnect, with `since` set to the last position seen.
+   */
+  subscribe<T = unknown>(channel: string, handler: MessageHandler<T>, opts: SubscribeOptions = {}): Subscription<T> {
+    const sub = new Subscription<T>(channel, handler, (s) => this.detachSubscription(s as AnySubscription));
+    let ch = this.channels.get(channel);
+    if (!ch) {
+      ch = new Channel(channel, new ChannelPositions(opts.since));
+      this.channels.set(channel, ch);
+      ch.subs.add(sub as AnySubscription);
+      if (this.isOpen()) this.sendSubscribe([ch]);
+    } else {
+      ch.subs.add(sub as AnySubscription);
+      if (ch.server === "subscribed" && ch.last) {
+        const last = ch.last;
+        queueMicrotask(() => {
+          if (sub.isActive) sub.fire("subscribed", last);
+        });
+      } else if (ch.failed) {
+        const failed = ch.failed;
+        queueMicrotask(() => {
+          if (sub.isActive) sub.fire("error", failed);
+        });
+      }
+    }
+    return sub;
+  }
+
+  /** The position the client would resume `channel` from, if any. */
+  positionOf(channel: string): Position | undefined {
+    return this.channels.get(channel)?.positions.resumeFrom;
+  }
+
+  /** How many duplicate messages were dropped on `channel` so far (diagnostics). */
+  duplicatesDropped(channel: string): number {
+    return this.channels.get(channel)?.duplicatesDropped ?? 0;
+  }
+
+  /** Sends an application ping now (when connected). */
+  ping(): boolean {
+    return this.send({ type: "ping", id: this.nextId++ });
+  }
+
+  // ------------------------------------------------------------ connection
+
+  private isOpen(): boolean {
+    return this.socket !== undefined && this.reachedConnected;
+  }
+
+  private async open(generation: number): Promise<void> {
+    if (!this.running || generation !== this.generation) return;
+    if (this.token === undefined && this.getToken) {
+      this.token = await this.fetchToken();
+      if (!this.running || generation !== this.generation) return;
+    }
+    const url = this.urls[this.urlIndex % this.urls.length]!;
+    this.urlIndex = (this.urlIndex + 1) % this.urls.length;
+    this.generation += 1;
+    const gen = this.generation;
+    this.reachedConnected = false;
+    this.socketUrl = url;
+    this.setState({ state: "connecting", url, attempt: this.attempt });
+    let socket: WebSocketLike;
+    try {
+      socket = new this.WS(withToken(url, this.token));
+    } catch (err) {
+      // A URL the WebSocket constructor refuses will not get better: stop.
+      this.running = false;
+      this.settleReady(err instanceof Error ? err : new Error(String(err)));
+      this.setState({ state: "disconnected", code: ABNORMAL, reason: String(err), willRetry: false });
+      return;
+    }
+    this.socket = socket;
+    socket.onmessage = (event: { data: unknown }) => {
+      if (gen !== this.generation) return;
+      if (typeof event.data !== "string") return; // `/ws` sends only text frames
+      this.onText(event.data);
+    };
+    socket.onclose = (event: { code?: number; reason?: string }) => {
+      if (gen !== this.generation) return;
+      void this.onClose(event.code ?? ABNORMAL, event.reason ?? "");
+    };
+    socket.onerror = () => {
+      // A close event follows every error; it decides what happens.
+    };
+  }
+
+  private onText(text: string): void {
+    this.armLiveness();
+    let frame: ServerFrame | undefined;
+    try {
+      frame = parseServerFrame(text);
+    } catch (err) {
+      if (err instanceof FrameError) this.emit("invalidFrame", err);
+      return;
+    }
+    if (!frame) return;
+    switch (frame.type) {
+      case "connected":
+        return this.onConnected(frame);
+      case "subscribed":
+        return this.onSubscribed(frame);
+      case "message":
+        return this.onMessage(frame);
+      case "unsubscribed":
+        return;
+      case "pong":
+        return;
+      case "error":
+        return this.onError(frame);
+    }
+  }
+
+  private onConnected(frame: ConnectedFrame): void {
+    this.reachedConnected = true;
+    this.connectedInfo = frame;
+    this.backoff.reset();
+    this.attempt = 0;
+    this.tokenRefreshesWithoutConnect = 0;
+    const state: ConnectionState = {
+      state: "connected",
+      url: this.socketUrl,
+      clientId: frame.client_id,
+      instanceId: frame.instance_id,
+      user: frame.user,
+    };
+    if (frame.ping_interval_ms !== undefined) state.pingIntervalMs = frame.ping_interval_ms;
+    this.setState(state);
+    const all = [...this.channels.values()].filter((c) => !c.failed && c.subs.size > 0);
+    if (all.length > 0) this.sendSubscribe(all);
+    this.startPinging();
+    this.settleReady();
+  }
+
+  private async onClose(code: number, reason: string): Promise<void> {
+    const gen = this.generation;
+    const hadConnected = this.reachedConnected;
+    const usedToken = this.token;
+    this.detachSocket();
+    this.clearTimers();
+    this.forgetServerSide();
+    if (!this.running) return;
+
+    let action: CloseAction = closeAction(code);
+    if (closeNeedsNewToken(code)) {
+      const fresh = this.getToken ? await this.fetchToken() : undefined;
+      if (!this.running || gen !== this.generation) return;
+      if (fresh === undefined || fresh === usedToken) {
+        action = "stop";
+      } else {
+        this.setToken(fresh);
+        // 4005 says "reconnect now"; 4004 says "stop (get a new token first)": we have one now.
+        action = "reconnect-now";
+        this.tokenRefreshesWithoutConnect += 1;
+        // Fresh tokens that keep failing at the upgrade must not spin: back off from the second.
+        if (!hadConnected && this.tokenRefreshesWithoutConnect > 1) action = "reconnect-backoff";
+      }
+    }
+
+    if (action === "stop") {
+      this.running = false;
+      this.setState({ state: "disconnected", code, reason, willRetry: false });
+      this.settleReady(new Error(`Herald connection closed with ${code}${reason ? ` (${reason})` : ""}`));
+      return;
+    }
+    this.setState({ state: "disconnected", code, reason, willRetry: true });
+    if (!this.running || gen !== this.generation) return; // a listener called close()
+    const delayMs = action === "reconnect-now" ? 0 : this.backoff.next().delayMs;
+    this.attempt += 1;
+    this.setState({ state: "reconnecting", attempt: this.attempt, delayMs, code });
+    if (!this.running || gen !== this.generation) return;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      void this.open(gen);
+    }, delayMs);
+  }
+
+  /** Drops a silent connection from the client side (application pings only). */
+  private abandon(code: number, reason: string): void {
+    const socket = this.socket;
+    this.generation += 1; // its close event, whenever it comes, is stale
+    this.detachSocket();
+    if (socket) {
+      try {
+        socket.close(1000, reason);
+      } catch {
+        // ignore
+      }
+    }
+    void this.onClose(code, reason);
+  }
+
+  private detachSocket(): void {
+    const socket = this.socket;
+    if (socket) {
+      socket.onmessage = null;
+      socket.onclose = null;
+      socket.onopen = null;
+      // Keep an error listener: some implementations throw on an unhandled error event.
+      socket.onerror = () => {};
+    }
+    this.socket = undefined;
+    this.reachedConnected = false;
+  }
+
+  private clearTimers(): void {
+    if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
+    if (this.pingTimer !== undefined) clearInterval(this.pingTimer);
+    if (this.pongTimer !== undefined) clearTimeout(this.pongTimer);
+    this.reconnectTimer = undefined;
+    this.pingTimer = undefined;
+    this.pongTimer = undefined;
+    for (const ch of this.channels.values()) {
+      if (ch.retryTimer !== undefined) clearTimeout(ch.retryTimer);
+      ch.retryTimer = undefined;
+    }
+  }
+
+  private forgetServerSide(): void {
+    this.requests.clear();
+    for (const ch of this.channels.values()) ch.server = "none";
+  }
+
+  private setToken(token: string): void {
+    if (token === this.token) return;
+    this.token = token;
+    // A new token may grant what the old one did not.
+    for (const ch of this.channels.values()) {
+      if (ch.failed?.code === "forbidden") ch.failed = undefined;
+    }
+  }
+
+  private async fetchToken(): Promise<string | undefined> {
+    if (!this.getToken) return undefined;
+    try {
+      const token = await this.getToken();
+      return typeof token === "string" && token !== "" ? token : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private settleReady(error?: Error): void {
+    const ready = this.ready;
+    if (!ready) return;
+    this.ready = undefined;
+    if (error) ready.reject(error);
+    else ready.resolve();
+  }
+
+  private setState(state: ConnectionState): void {
+    this.current = state;
+    this.emit("state", state);
+  }
+
+  private send(frame: ClientFrame): boolean {
+    const socket = this.socket;
+    if (!socket || !this.reachedConnected || socket.readyState !== 1) return false;
+    try {
+      socket.send(encodeClientFrame(frame));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  // ------------------------------------------------------------ pings
+
+  private startPinging(): void {
+    if (this.pingIntervalMs <= 0) return;
+    const gen = this.generation;
+    this.pingTimer = setInterval(() => {
+      if (gen !== this.generation) return;
+      if (this.ping() && this.pongTimer === undefined) {
+        this.pongTimer = setTimeout(() => {
+          this.pongTimer = undefined;
+          if (gen === this.generation) this.abandon(LOCAL_PING_TIMEOUT, "ping timeout (client)");
+        }, this.pongTimeoutMs);
+      }
+    }, this.pingIntervalMs);
+  }
+
+  /** Any frame proves the connection alive. */
+  private armLiveness(): void {
+    if (this.pongTimer !== undefined) {
+      clearTimeout(this.pongTimer);
+      this.pongTimer = undefined;
+    }
+  }
+
+  // ------------------------------------------------------------ subscriptions
+
+  private sendSubscribe(channels: Channel[]): void {
+    const id = this.nextId++;
+    const entries: SubscribeEntry[] = channels.map((ch) => {
+      const since = ch.positions.resumeFrom;
+      ch.lastSince = since;
+      ch.server = "pending";
+      if (since) {
+        ch.positions.subscribedWithSince(since);
+        return { channel: ch.name, since };
+      }
+      return { channel: ch.name };
+    });
+    this.requests.set(
+      id,
+      channels.map((c) => c.name),
+    );
+    if (!this.send({ type: "subscribe", id, channels: entries })) {
+      for (const ch of channels) ch.server = "none";
+      this.requests.delete(id);
+    }
+  }
+
+  private detachSubscription(sub: AnySubscription): void {
+    const ch = this.channels.get(sub.channel);
+    if (!ch || !ch.subs.delete(sub) || ch.subs.size > 0) return;
+    this.channels.delete(ch.name);
+    if (ch.retryTimer !== undefined) clearTimeout(ch.retryTimer);
+    if (ch.server !== "none" && this.isOpen()) {
+      this.send({ type: "unsubscribe", id: this.nextId++, channels: [ch.name] });
+    }
+    ch.server = "none";
+  }
+
+  private onSubscribed(frame: SubscribedFrame): void {
+    const ch = this.channels.get(frame.channel);
+    if (!ch) return;
+    if (frame.id !== undefined) this.requests.delete(frame.id);
+    ch.server = "subscribed";
+    ch.failed = undefined;
+    ch.retryBackoff?.reset();
+    ch.positions.subscribed(frame.position, frame.recovered);
+    const event: SubscribedEvent = { channel: frame.channel, position: frame.position };
+    if (frame.recovered !== undefined) event.recovered = frame.recovered;
+    ch.last = event;
+    for (const sub of [...ch.subs]) sub.fire("subscribed", event);
+    if (frame.recovered !== undefined) {
+      const recovered: RecoveredEvent = { channel: frame.channel, recovered: frame.recovered };
+      const since = ch.lastSince;
+      if (since && frame.position && frame.position.epoch === since.epoch) {
+        recovered.missed = Math.max(0, frame.position.offset - since.offset);
+      }
+      this.emit("recovered", recovered);
+    }
+  }
+
+  private onMessage(frame: MessageFrame): void {
+    const ch = this.channels.get(frame.channel);
+    if (!ch) return;
+    if (ch.positions.message(frame.offset, frame.epoch) === "duplicate") {
+      ch.duplicatesDropped += 1;
+      return;
+    }
+    const message: HeraldMessage = { channel: frame.channel, data: frame.data, time: frame.time };
+    if (frame.offset !== undefined) {
+      message.offset = frame.offset;
+      message.epoch = frame.epoch;
+    }
+    for (const sub of [...ch.subs]) {
+      if (sub.isActive) callSafely(sub.handler as MessageHandler, message);
+    }
+  }
+
+  private onError(frame: ErrorFrame): void {
+    let names: string[] = [];
+    if (frame.channel !== undefined) names = [frame.channel];
+    else if (frame.id !== undefined) names = this.requests.get(frame.id) ?? [];
+    for (const name of names) {
+      const ch = this.channels.get(name);
+      if (!ch) continue;
+      if (ch.server === "pending") ch.server = "none";
+      if (FINAL_ERRORS.has(frame.code)) {
+        ch.failed = frame;
+      } else if (frame.code === "internal") {
+        this.retrySubscribe(ch);
+      }
+      for (const sub of [...ch.subs]) sub.fire("error", frame);
+    }
+    this.emit("error", frame);
+  }
+
+  /** After an `internal` error ("retry later"): subscribe again after a backoff. */
+  private retrySubscribe(ch: Channel): void {
+    if (ch.retryTimer !== undefined) return;
+    ch.retryBackoff ??= new Backoff({ minDelayMs: this.minDelay, maxDelayMs: this.maxDelay, random: this.random });
+    const { delayMs } = ch.retryBackoff.next();
+    const gen = this.generation;
+    ch.retryTimer = setTimeout(() => {
+      ch.retryTimer = undefined;
+      if (gen !== this.generation || this.channels.get(ch.name) !== ch || ch.server !== "none") return;
+      if (this.isOpen()) this.sendSubscribe([ch]);
+    }, delayMs);
+  }
+}
+
+// ---------------------------------------------------------------- helpers
+
+function withToken(url: string, token: string | undefined): string {
+  if (token === undefined) return url;
+  try {
+    const u = new URL(url);
+    u.searchParams.set("token", token);
+    return u.toString();
+  } catch {
+    return `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
+  }
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } {
+  let resolve!: () => void;
+  let reject!: (e: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // A caller that does not await connect() must not get an unhandled rejection.
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}

@@ -1,0 +1,279 @@
+// The client's decisions, driven through a scripted in-memory WebSocket (the
+// real gateway is exercised by test/integration).
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { HeraldClient, type ConnectionState, type HeraldMessage, type WebSocketLike } from "../../src/index.js";
+
+class FakeSocket implements WebSocketLike {
+  static all: FakeSocket[] = [];
+  readyState = 0;
+  sent: unknown[] = [];
+  closedByClient: { code?: number; reason?: string } | undefined;
+  onopen: ((e: unknown) => void) | null = null;
+  onmessage: ((e: { data: unknown }) => void) | null = null;
+  onclose: ((e: { code: number; reason: string }) => void) | null = null;
+  onerror: ((e: unknown) => void) | null = null;
+  constructor(readonly url: string) {
+    FakeSocket.all.push(this);
+  }
+  send(data: string): void {
+    this.sent.push(JSON.parse(data));
+  }
+  close(code?: number, reason?: string): void {
+    this.closedByClient = { code, reason };
+    this.readyState = 3;
+  }
+  // server side
+  accept(user: string | null = null): void {
+    this.readyState = 1;
+    this.onopen?.({});
+    this.frame({ type: "connected", protocol: 1, client_id: "c1", instance_id: "a", user, ping_interval_ms: 25000 });
+  }
+  frame(f: object): void {
+    this.onmessage?.({ data: JSON.stringify(f) });
+  }
+  serverClose(code: number, reason = ""): void {
+    this.readyState = 3;
+    this.onclose?.({ code, reason });
+  }
+  static last(): FakeSocket {
+    return FakeSocket.all[FakeSocket.all.length - 1]!;
+  }
+}
+
+function makeClient(extra: Partial<ConstructorParameters<typeof HeraldClient>[0]> = {}) {
+  const states: ConnectionState[] = [];
+  const client = new HeraldClient({ url: "ws://gw/ws", WebSocket: FakeSocket, random: () => 0.5, ...extra });
+  client.on("state", (s) => states.push(s));
+  return { client, states };
+}
+
+const flush = () => new Promise((r) => setImmediate(r));
+
+beforeEach(() => {
+  FakeSocket.all = [];
+  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval"] });
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe("HeraldClient close-code decisions", () => {
+  it("reconnects at once after 1001 and 4000, to the next url", async () => {
+    const { client, states } = makeClient({ url: ["ws://a/ws", "ws://b/ws"] });
+    void client.connect();
+    await flush();
+    FakeSocket.last().accept();
+    FakeSocket.last().serverClose(1001, "server shutting down");
+    await flush();
+    expect(states.slice(-2)).toEqual([
+      { state: "disconnected", code: 1001, reason: "server shutting down", willRetry: true },
+      { state: "reconnecting", attempt: 1, delayMs: 0, code: 1001 },
+    ]);
+    vi.advanceTimersByTime(0);
+    await flush();
+    expect(FakeSocket.all.map((s) => s.url)).toEqual(["ws://a/ws", "ws://b/ws"]);
+    FakeSocket.last().accept();
+    FakeSocket.last().serverClose(4000);
+    await flush();
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", delayMs: 0 });
+    client.close();
+  });
+
+  it("backs off with growing caps on 1011/4001/4003/4006/1006 and resets after connected", async () => {
+    const { client, states } = makeClient({ random: () => 0.999999, minReconnectDelayMs: 100, maxReconnectDelayMs: 1000 });
+    void client.connect();
+    await flush();
+    const delays: number[] = [];
+    for (const code of [1011, 4001, 4003, 4006, 1006, 1006]) {
+      FakeSocket.last().serverClose(code);
+      await flush();
+      const s = states.at(-1)!;
+      expect(s.state).toBe("reconnecting");
+      if (s.state === "reconnecting") delays.push(s.delayMs);
+      vi.advanceTimersByTime(1000);
+      await flush();
+    }
+    expect(delays).toEqual([100, 200, 400, 800, 1000, 1000]);
+    FakeSocket.last().accept();
+    FakeSocket.last().serverClose(1011);
+    await flush();
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", attempt: 1, delayMs: 100 });
+    client.close();
+  });
+
+  it.each([1002, 1003, 1007, 1009, 4002])("stops on %i", async (code) => {
+    const { client, states } = makeClient();
+    const ready = client.connect();
+    await flush();
+    FakeSocket.last().serverClose(code);
+    await expect(ready).rejects.toThrow(String(code));
+    expect(states.at(-1)).toEqual({ state: "disconnected", code, reason: "", willRetry: false });
+    vi.advanceTimersByTime(60_000);
+    expect(FakeSocket.all).toHaveLength(1);
+  });
+
+  it("stops on 4004 without getToken, or when getToken gives the same token", async () => {
+    const a = makeClient({ token: "t1" });
+    void a.client.connect();
+    await flush();
+    FakeSocket.last().serverClose(4004, "unauthorized");
+    await flush();
+    expect(a.states.at(-1)).toMatchObject({ state: "disconnected", code: 4004, willRetry: false });
+
+    const getToken = vi.fn(async () => "t1");
+    const b = makeClient({ token: "t1", getToken });
+    void b.client.connect();
+    await flush();
+    FakeSocket.last().serverClose(4004, "unauthorized");
+    await flush();
+    expect(getToken).toHaveBeenCalledTimes(1);
+    expect(b.states.at(-1)).toMatchObject({ state: "disconnected", code: 4004, willRetry: false });
+  });
+
+  it("goes on after 4004 when getToken gives a new token", async () => {
+    const { client, states } = makeClient({ token: "bad", getToken: async () => "good" });
+    void client.connect();
+    await flush();
+    FakeSocket.last().serverClose(4004);
+    await flush();
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", delayMs: 0 });
+    vi.advanceTimersByTime(0);
+    await flush();
+    expect(FakeSocket.last().url).toBe("ws://gw/ws?token=good");
+    client.close();
+  });
+
+  it("on 4005 fetches a fresh token and reconnects at once, resubscribing with since", async () => {
+    let n = 0;
+    const getToken = vi.fn(async () => `tok${++n}`);
+    const { client, states } = makeClient({ getToken });
+    const got: HeraldMessage[] = [];
+    client.subscribe("news:a", (m) => got.push(m));
+    void client.connect();
+    await flush();
+    expect(FakeSocket.last().url).toBe("ws://gw/ws?token=tok1");
+    FakeSocket.last().accept("42");
+    expect(FakeSocket.last().sent).toEqual([{ type: "subscribe", id: 1, channels: [{ channel: "news:a" }] }]);
+    FakeSocket.last().frame({ type: "subscribed", id: 1, channel: "news:a", position: { offset: 4, epoch: "E" } });
+    FakeSocket.last().frame({ type: "message", channel: "news:a", offset: 5, epoch: "E", data: 5, time: 1 });
+    FakeSocket.last().serverClose(4005, "token expired");
+    await flush();
+    expect(states.slice(-2)).toEqual([
+      { state: "disconnected", code: 4005, reason: "token expired", willRetry: true },
+      { state: "reconnecting", attempt: 1, delayMs: 0, code: 4005 },
+    ]);
+    vi.advanceTimersByTime(0);
+    await flush();
+    expect(FakeSocket.last().url).toBe("ws://gw/ws?token=tok2");
+    FakeSocket.last().accept("42");
+    expect(FakeSocket.last().sent[0]).toMatchObject({
+      type: "subscribe",
+      channels: [{ channel: "news:a", since: { offset: 5, epoch: "E" } }],
+    });
+    client.close();
+  });
+
+  it("backs off when fresh tokens keep expiring before connected", async () => {
+    const { client, states } = makeClient({ getToken: async () => `t${Math.random()}` });
+    void client.connect();
+    await flush();
+    FakeSocket.last().serverClose(4005);
+    await flush();
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", delayMs: 0 });
+    vi.advanceTimersByTime(0);
+    await flush();
+    FakeSocket.last().serverClose(4005);
+    await flush();
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", delayMs: 50 });
+    client.close();
+  });
+
+  it("close() is clean: no reconnect, state disconnected", async () => {
+    const { client, states } = makeClient();
+    void client.connect();
+    await flush();
+    const s = FakeSocket.last();
+    s.accept();
+    client.close();
+    expect(s.closedByClient).toEqual({ code: 1000, reason: "client closed" });
+    expect(states.at(-1)).toEqual({ state: "disconnected", code: 1000, reason: "client closed", willRetry: false });
+    s.serverClose(1000);
+    vi.advanceTimersByTime(60_000);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(1);
+  });
+});
+
+describe("HeraldClient subscriptions", () => {
+  it("drops duplicates, remembers positions, reports recovery and errors", async () => {
+    const { client } = makeClient();
+    const got: number[] = [];
+    const sub = client.subscribe<number>("news:a", (m) => got.push(m.data));
+    const subscribed: unknown[] = [];
+    sub.on("subscribed", (e) => subscribed.push(e));
+    const recovered: unknown[] = [];
+    client.on("recovered", (e) => recovered.push(e));
+    void client.connect();
+    await flush();
+    let s = FakeSocket.last();
+    s.accept();
+    s.frame({ type: "subscribed", id: 1, channel: "news:a", position: { offset: 2, epoch: "E" } });
+    for (const o of [3, 4, 4, 3, 5]) s.frame({ type: "message", channel: "news:a", offset: o, epoch: "E", data: o, time: 1 });
+    expect(got).toEqual([3, 4, 5]);
+    expect(client.duplicatesDropped("news:a")).toBe(2);
+    s.serverClose(1006);
+    await flush();
+    vi.advanceTimersByTime(1000);
+    await flush();
+    s = FakeSocket.last();
+    s.accept();
+    expect(s.sent[0]).toMatchObject({ channels: [{ channel: "news:a", since: { offset: 5, epoch: "E" } }] });
+    s.frame({ type: "subscribed", id: 2, channel: "news:a", position: { offset: 8, epoch: "E" }, recovered: true });
+    for (const o of [5, 6, 7, 8, 8, 9]) s.frame({ type: "message", channel: "news:a", offset: o, epoch: "E", data: o, time: 1 });
+    expect(got).toEqual([3, 4, 5, 6, 7, 8, 9]);
+    expect(recovered).toEqual([{ channel: "news:a", recovered: true, missed: 3 }]);
+    expect(subscribed).toEqual([
+      { channel: "news:a", position: { offset: 2, epoch: "E" } },
+      { channel: "news:a", position: { offset: 8, epoch: "E" }, recovered: true },
+    ]);
+
+    const errors: unknown[] = [];
+    const forbidden = client.subscribe("user:7", () => {});
+    forbidden.on("error", (e) => errors.push(e));
+    expect(s.sent.at(-1)).toMatchObject({ type: "subscribe", channels: [{ channel: "user:7" }] });
+    const id = (s.sent.at(-1) as { id: number }).id;
+    s.frame({ type: "error", id, channel: "user:7", code: "forbidden", message: "no" });
+    expect(errors).toEqual([{ type: "error", id, channel: "user:7", code: "forbidden", message: "no" }]);
+
+    sub.unsubscribe();
+    expect(s.sent.at(-1)).toMatchObject({ type: "unsubscribe", channels: ["news:a"] });
+    s.frame({ type: "message", channel: "news:a", offset: 10, epoch: "E", data: 10, time: 1 });
+    expect(got).toHaveLength(7);
+
+    // after a reconnect the forbidden channel is not asked again with the same token
+    s.serverClose(1001);
+    await flush();
+    vi.advanceTimersByTime(0);
+    await flush();
+    FakeSocket.last().accept();
+    expect(FakeSocket.last().sent).toEqual([]);
+    client.close();
+  });
+
+  it("sends application pings when asked and drops a silent connection", async () => {
+    const { client, states } = makeClient({ pingIntervalMs: 1000, pongTimeoutMs: 500 });
+    void client.connect();
+    await flush();
+    const s = FakeSocket.last();
+    s.accept();
+    vi.advanceTimersByTime(1000);
+    expect(s.sent.at(-1)).toMatchObject({ type: "ping" });
+    s.frame({ type: "pong", id: 1 });
+    vi.advanceTimersByTime(1000);
+    vi.advanceTimersByTime(500);
+    await flush();
+    expect(s.closedByClient).toBeDefined();
+    expect(states.find((x) => x.state === "disconnected")).toMatchObject({ code: 4001, willRetry: true });
+    client.close();
+  });
+});
