@@ -28,10 +28,18 @@ apt_ensure() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# Node.js comes with the machine; Debian's own nodejs is too old for Vite and the client's tests.
+require_node() {
+  if ! command -v node >/dev/null 2>&1 || ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=19)?0:1)'; then
+    echo "Node.js >= 20.19 with npm is needed for the web app and the TypeScript client (found: $(node --version 2>/dev/null || echo none))" >&2
+    exit 1
+  fi
+}
+
 apt_ensure redis-server redis-server
 # The content service's PostgreSQL tests start their own server with initdb, which is not on PATH.
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  apt_ensure __no_such_command__ postgresql
+  apt_ensure initdb-not-on-path postgresql
 fi
 
 step "cargo fmt --check"
@@ -42,3 +50,39 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test (unit and integration: real redis-server and gateway processes)"
 cargo test --workspace
+
+step "TypeScript client: build and test against real gateway processes and redis-server"
+require_node
+cargo build -p herald
+(cd clients/typescript && npm ci --no-audit --no-fund && npm run build && npm test)
+
+step "web app in a real browser: herald demo + two headless Chromium tabs (web/e2e)"
+require_node
+apt_ensure chromium chromium curl curl
+(cd web && npm ci --no-audit --no-fund && npm run build)
+cargo build -p herald
+mkdir -p test-artifacts
+e2e_dir="$(mktemp -d)"
+# Port 0: the demo picks a free port and prints its URL.
+target/debug/herald demo --listen 127.0.0.1:0 --no-web-build --database "sqlite://$e2e_dir/herald-e2e.db" \
+  >"$e2e_dir/demo.out" 2>test-artifacts/e2e-demo.log &
+demo_pid=$!
+trap 'kill -TERM "$demo_pid" 2>/dev/null || true; wait "$demo_pid" 2>/dev/null || true; rm -rf "$e2e_dir"' EXIT
+e2e_fail() {
+  echo "FAILED: web e2e: $*" >&2
+  echo "--- herald demo log (test-artifacts/e2e-demo.log) ---" >&2
+  tail -n 50 test-artifacts/e2e-demo.log >&2
+  exit 1
+}
+herald_url=""
+for _ in $(seq 1 200); do
+  kill -0 "$demo_pid" 2>/dev/null || e2e_fail "herald demo exited at start-up"
+  herald_url="$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$e2e_dir/demo.out" | head -n 1 || true)"
+  [ -n "$herald_url" ] && curl -fsS -o /dev/null "$herald_url/readyz" && break
+  herald_url=""
+  sleep 0.1
+done
+[ -n "$herald_url" ] || e2e_fail "herald demo never answered /readyz"
+echo "herald demo ready at $herald_url"
+(cd web && HERALD_URL="$herald_url" npm run test:e2e) || e2e_fail "the two-tab browser test failed (screenshots in test-artifacts/)"
+echo "web e2e passed; screenshot: test-artifacts/web-two-tabs.png"

@@ -13,30 +13,99 @@
 //! - [`memory`]: the in-process broker, for one instance and for tests.
 //! - [`redis_pubsub`]: Redis Pub/Sub, with reconnect, re-subscribe and a liveness ping.
 //! - [`backoff`]: capped exponential backoff with full jitter, for every retry loop.
+//! - [`history`]: which channels keep history, and the verdict on a recovery.
+//! - [`redis_streams`]: history in Redis Streams, and the one script that appends and publishes.
 
 pub mod backoff;
+pub mod history;
 pub mod interest;
 pub mod memory;
 pub mod redis_pubsub;
+pub mod redis_streams;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use herald_protocol::ChannelName;
+use herald_protocol::envelope;
+use herald_protocol::{ChannelName, Position};
 use tokio::sync::{mpsc, watch};
 
+pub use history::{HistoryPolicy, HistoryRules, Recovery};
 pub use memory::MemoryBroker;
 pub use redis_pubsub::{RedisBroker, RedisBrokerConfig};
 
-/// One message as it came off the bus: the channel it was published on and its bytes, untouched.
+/// One message as it came off the bus.
+///
+/// Either a raw payload (a plain `PUBLISH`, as in the tutorial), or JSON data
+/// published through Herald, which may carry a history position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusMessage {
     /// The channel the message was published to.
     pub channel: ChannelName,
-    /// The published payload, exactly as the publisher sent it.
+    /// The raw payload exactly as published, or the JSON data of a Herald message.
     pub payload: Bytes,
+    /// The message's place in the channel's history, when the channel keeps one.
+    pub position: Option<Position>,
+    /// When it was published (milliseconds since the UNIX epoch), for Herald messages.
+    pub time_ms: Option<u64>,
+    /// Whether `payload` is JSON data published through Herald (else a raw payload).
+    pub json: bool,
 }
+
+impl BusMessage {
+    /// A raw payload, as a plain `PUBLISH` sends it.
+    pub fn raw(channel: ChannelName, payload: Bytes) -> Self {
+        BusMessage {
+            channel,
+            payload,
+            position: None,
+            time_ms: None,
+            json: false,
+        }
+    }
+
+    /// A message as it arrives from the bus: an envelope is opened, anything else is raw.
+    pub fn from_wire(channel: ChannelName, wire: &[u8]) -> Self {
+        match envelope::open(wire) {
+            Some((header, data)) => BusMessage {
+                channel,
+                payload: Bytes::copy_from_slice(data),
+                position: header.position(),
+                time_ms: Some(header.time_ms),
+                json: true,
+            },
+            None => BusMessage::raw(channel, Bytes::copy_from_slice(wire)),
+        }
+    }
+}
+
+/// A message to publish through Herald: JSON data, maybe kept in history, maybe deduplicated.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRequest<'a> {
+    /// Where to publish.
+    pub channel: &'a ChannelName,
+    /// The data, already valid JSON.
+    pub data: &'a [u8],
+    /// Keep the message in the channel's history, with a position.
+    pub history: Option<HistoryPolicy>,
+    /// Publish at most once per key within the window; a retry gets the first result.
+    pub idempotency: Option<(&'a str, Duration)>,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The message's position, when the channel keeps history.
+    pub position: Option<Position>,
+    /// Its publish time, milliseconds since the UNIX epoch.
+    pub time_ms: u64,
+    /// Whether this was a retry answered with the first publish's result.
+    pub duplicate: bool,
+}
+
+/// The most messages one recovery may return; a client that missed more is told it cannot recover.
+pub const MAX_RECOVERY: usize = 10_000;
 
 /// The receiving end of a broker: every message on a subscribed channel, in bus order.
 ///
@@ -61,6 +130,9 @@ pub enum BrokerStatus {
 /// Why a broker operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    /// The bus answered something Herald did not expect (e.g. a damaged history entry).
+    #[error("unexpected reply from the bus: {0}")]
+    Unexpected(String),
     /// The bus could not be reached or refused the command.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -98,12 +170,33 @@ pub trait Broker: Send + Sync + 'static {
         channel: &'a ChannelName,
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
 
-    /// Publishes `payload` on `channel` to every instance.
+    /// Publishes a raw `payload` on `channel` to every instance, like a plain `PUBLISH`:
+    /// no position, no history.
     fn publish<'a>(
         &'a self,
         channel: &'a ChannelName,
         payload: Bytes,
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Publishes JSON data through Herald: appended to the channel's history (when
+    /// `history` is set) and published live in one atomic step, so the two never disagree.
+    fn publish_json<'a>(
+        &'a self,
+        request: PublishRequest<'a>,
+    ) -> BoxFuture<'a, Result<Published, BrokerError>>;
+
+    /// Reads the channel's current position and, when `since` is given, every
+    /// message after it (at most `limit`), for a channel that keeps `policy`.
+    ///
+    /// Callers subscribe first and read history second, then drop live
+    /// messages at or before the last recovered position: that order leaves no
+    /// gap and no duplicate at the seam.
+    fn recover<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        since: Option<&'a Position>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Recovery, BrokerError>>;
 
     /// The broker's status, updated as it connects, loses and regains the bus.
     fn status(&self) -> watch::Receiver<BrokerStatus>;

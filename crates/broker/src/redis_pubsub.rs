@@ -19,7 +19,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use herald_protocol::ChannelName;
+use std::collections::HashMap;
+
+use herald_protocol::{ChannelName, Position};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use tokio::sync::{OnceCell, mpsc, watch};
 use tokio::time::timeout;
@@ -28,8 +30,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
+use crate::history::Recovery;
 use crate::interest::Interest;
-use crate::{Broker, BrokerError, BrokerStatus, BusMessage, INBOX_CAPACITY, Inbox};
+use crate::redis_streams;
+use crate::{
+    Broker, BrokerError, BrokerStatus, BusMessage, INBOX_CAPACITY, Inbox, MAX_RECOVERY,
+    PublishRequest, Published,
+};
 
 /// How many channels one SUBSCRIBE or UNSUBSCRIBE names at most, so that
 /// re-subscribing thousands of channels after a reconnect stays a few commands
@@ -108,6 +115,7 @@ impl RedisBroker {
             tasks: TaskTracker::new(),
         };
         let subscriber = Subscriber {
+            last: HashMap::new(),
             client,
             interest: broker.interest.clone(),
             status: broker.status.clone(),
@@ -170,6 +178,40 @@ impl Broker for RedisBroker {
         })
     }
 
+    fn publish_json<'a>(
+        &'a self,
+        request: PublishRequest<'a>,
+    ) -> BoxFuture<'a, Result<Published, BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.publisher().await?;
+            redis_streams::publish_json(&mut conn, request).await
+        })
+    }
+
+    fn recover<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        since: Option<&'a Position>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Recovery, BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.publisher().await?;
+            match redis_streams::recover(&mut conn, channel, since, limit).await {
+                // The connection died since its last use (say Redis restarted) and is now being
+                // replaced. A read is safe to repeat, so it is tried once more on the new one.
+                Err(BrokerError::Redis(e))
+                    if e.is_io_error()
+                        || e.is_connection_dropped()
+                        || e.is_connection_refusal() =>
+                {
+                    let mut conn = self.publisher().await?;
+                    redis_streams::recover(&mut conn, channel, since, limit).await
+                }
+                other => other,
+            }
+        })
+    }
+
     fn status(&self) -> watch::Receiver<BrokerStatus> {
         self.status.subscribe()
     }
@@ -193,6 +235,9 @@ enum Ended {
 
 /// The task that owns the Pub/Sub connection.
 struct Subscriber {
+    /// The last position forwarded per channel with history: what to recover
+    /// from after a reconnect, and what live messages must come after.
+    last: HashMap<ChannelName, Position>,
     client: redis::Client,
     interest: Arc<Interest>,
     status: watch::Sender<BrokerStatus>,
@@ -202,7 +247,7 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    async fn run(self) {
+    async fn run(mut self) {
         let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
         loop {
             let ended = self.connect_and_serve(&mut backoff).await;
@@ -227,7 +272,7 @@ impl Subscriber {
         self.status.send_replace(BrokerStatus::Closed);
     }
 
-    async fn connect_and_serve(&self, backoff: &mut Backoff) -> Ended {
+    async fn connect_and_serve(&mut self, backoff: &mut Backoff) -> Ended {
         let pubsub = tokio::select! {
             result = timeout(self.config.connect_timeout, self.client.get_async_pubsub()) => match result {
                 Ok(Ok(pubsub)) => pubsub,
@@ -240,6 +285,9 @@ impl Subscriber {
         if let Err(why) = self.reconcile(&mut sink).await {
             return Ended::Lost(why);
         }
+        if let Err(why) = self.fill_gaps().await {
+            return Ended::Lost(why);
+        }
         let resubscribed = self.interest.wanted().len();
         self.status.send_replace(BrokerStatus::Connected);
         info!(channels = resubscribed, "redis subscriber connected");
@@ -247,7 +295,7 @@ impl Subscriber {
         self.serve(sink, stream).await
     }
 
-    async fn serve(&self, mut sink: PubSubSink, mut stream: PubSubStream) -> Ended {
+    async fn serve(&mut self, mut sink: PubSubSink, mut stream: PubSubStream) -> Ended {
         let mut ping = tokio::time::interval(self.config.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.reset();
@@ -261,8 +309,8 @@ impl Subscriber {
                         // Only channels we subscribed to arrive, and those were validated.
                         continue;
                     };
-                    let message = BusMessage { channel, payload: Bytes::copy_from_slice(msg.get_payload_bytes()) };
-                    if self.inbox.send(message).await.is_err() {
+                    let message = BusMessage::from_wire(channel, msg.get_payload_bytes());
+                    if !self.forward(message).await {
                         return Ended::Stop;
                     }
                 }
@@ -280,6 +328,72 @@ impl Subscriber {
                 }
             }
         }
+    }
+
+    /// Hands a message to the hub, unless it is a repeat of one already forwarded.
+    /// Returns `false` when the hub is gone.
+    async fn forward(&mut self, message: BusMessage) -> bool {
+        if let Some(position) = &message.position {
+            if let Some(last) = self.last.get(&message.channel)
+                && !position.is_after(last)
+            {
+                return true;
+            }
+            self.last.insert(message.channel.clone(), position.clone());
+        }
+        self.inbox.send(message).await.is_ok()
+    }
+
+    /// After a reconnect, forwards from history what was published while the
+    /// connection was down, for every channel with a known position, before any
+    /// live message of the new connection.
+    async fn fill_gaps(&mut self) -> Result<(), String> {
+        let interest = &self.interest;
+        self.last.retain(|channel, _| interest.is_wanted(channel));
+        if self.last.is_empty() {
+            return Ok(());
+        }
+        let mut conn = match timeout(
+            self.config.connect_timeout,
+            self.client.get_multiplexed_async_connection(),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(format!("history connection: {e}")),
+            Err(_) => return Err("history connection: timed out".to_owned()),
+        };
+        let positions: Vec<(ChannelName, Position)> = self
+            .last
+            .iter()
+            .map(|(c, p)| (c.clone(), p.clone()))
+            .collect();
+        for (channel, since) in positions {
+            let recovery = match timeout(
+                self.config.command_timeout,
+                redis_streams::recover(&mut conn, &channel, Some(&since), MAX_RECOVERY),
+            )
+            .await
+            {
+                Ok(Ok(recovery)) => recovery,
+                Ok(Err(e)) => return Err(format!("history of {channel}: {e}")),
+                Err(_) => return Err(format!("history of {channel}: timed out")),
+            };
+            if !recovery.complete {
+                warn!(%channel, since = %since, now = %recovery.position, "history cannot fill the gap of the outage; clients will see a jump");
+                self.last.remove(&channel);
+                continue;
+            }
+            if !recovery.messages.is_empty() {
+                info!(%channel, missed = recovery.messages.len(), "filled the gap of the outage from history");
+            }
+            for message in recovery.messages {
+                if !self.forward(message).await {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Brings the connection's subscriptions in line with what the hub wants.

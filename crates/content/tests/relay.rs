@@ -168,10 +168,19 @@ async fn content_created_reaches_pubsub_subscribers_through_the_notifier() {
             .await
             .unwrap()
             .unwrap();
-        got.push((
-            msg.get_channel_name().to_owned(),
-            msg.get_payload::<String>().unwrap(),
-        ));
+        // `news:content` keeps history, so it travels enveloped with its position; `events` is raw.
+        let payload = msg.get_payload_bytes();
+        let text = match herald_protocol::envelope::open(payload) {
+            Some((header, data)) => {
+                assert!(
+                    header.position().is_some(),
+                    "news:content carries a history position"
+                );
+                String::from_utf8(data.to_vec()).unwrap()
+            }
+            None => String::from_utf8(payload.to_vec()).unwrap(),
+        };
+        got.push((msg.get_channel_name().to_owned(), text));
     }
     got.sort();
     assert_eq!(

@@ -14,6 +14,8 @@ use std::task::{Context, Poll};
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
+
+use crate::delivery::Delivery;
 use herald_protocol::CloseCode;
 
 /// A unique id per connection within one instance.
@@ -87,7 +89,7 @@ pub struct Outbox {
 #[derive(Debug, Default)]
 struct OutboxState {
     /// Frames not yet taken by the connection task.
-    frames: VecDeque<Frame>,
+    frames: VecDeque<Arc<Delivery>>,
     /// Set once: why the connection must close.
     kicked: Option<CloseCode>,
     /// The connection task is gone; nothing more is accepted.
@@ -102,7 +104,7 @@ impl Outbox {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn offer(&self, frame: Frame) -> Offer {
+    fn offer(&self, frame: Arc<Delivery>) -> Offer {
         let mut state = self.lock();
         if state.closed || state.kicked.is_some() {
             return Offer::Gone;
@@ -138,7 +140,7 @@ impl Outbox {
     fn poll_take(
         &self,
         cx: &mut Context<'_>,
-        into: &mut VecDeque<Frame>,
+        into: &mut VecDeque<Arc<Delivery>>,
     ) -> Poll<Result<(), CloseCode>> {
         // Register first, then look: a push between the two still wakes us.
         self.waker.register(cx.waker());
@@ -182,7 +184,7 @@ pub enum Offer {
 
 impl ClientSender {
     /// Queues `frame` without waiting; a full queue kicks the client.
-    pub fn offer(&self, frame: Frame) -> Offer {
+    pub fn offer(&self, frame: Arc<Delivery>) -> Offer {
         self.outbox.offer(frame)
     }
 
@@ -206,7 +208,7 @@ impl ClientReceiver {
     /// empty), or with the close code once the client has been kicked.
     pub fn take<'a>(
         &'a self,
-        into: &'a mut VecDeque<Frame>,
+        into: &'a mut VecDeque<Arc<Delivery>>,
     ) -> impl Future<Output = Result<(), CloseCode>> + 'a {
         std::future::poll_fn(move |cx| self.outbox.poll_take(cx, into))
     }
@@ -244,8 +246,16 @@ pub fn client(capacity: usize) -> (ClientSender, ClientReceiver) {
 mod tests {
     use super::*;
 
-    fn frame(text: &'static str) -> Frame {
-        Frame::from_payload(Bytes::from_static(text.as_bytes()))
+    fn frame(text: &'static str) -> Arc<Delivery> {
+        let channel = herald_protocol::ChannelName::new("events").unwrap();
+        Arc::new(Delivery::from(herald_broker::BusMessage::raw(
+            channel,
+            Bytes::from_static(text.as_bytes()),
+        )))
+    }
+
+    fn texts(batch: &VecDeque<Arc<Delivery>>) -> Vec<Frame> {
+        batch.iter().map(|d| d.tutorial_frame()).collect()
     }
 
     #[tokio::test]
@@ -256,7 +266,13 @@ mod tests {
         }
         let mut batch = VecDeque::new();
         receiver.take(&mut batch).await.unwrap();
-        assert_eq!(batch, [frame("a"), frame("b"), frame("c")]);
+        assert_eq!(
+            texts(&batch),
+            [frame("a"), frame("b"), frame("c")]
+                .iter()
+                .map(|d| d.tutorial_frame())
+                .collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test]

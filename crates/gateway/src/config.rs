@@ -4,7 +4,11 @@
 //! directly. Every field has a default chosen for tens of thousands of
 //! mostly idle browser connections on a small machine.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::auth::Authenticator;
+use crate::policy::ChannelPolicy;
 
 /// Settings of one gateway instance.
 #[derive(Debug, Clone)]
@@ -34,6 +38,23 @@ pub struct GatewayConfig {
     /// Outgoing bytes buffered before a write reaches the socket; several queued
     /// frames are flushed together up to this size.
     pub write_buffer_bytes: usize,
+    /// Checks client tokens; anonymous-only by default.
+    pub auth: Arc<Authenticator>,
+    /// Which channels are public and which keep history.
+    pub channels: ChannelPolicy,
+    /// Bearer keys that may use the publish API; with none, the API refuses everyone.
+    pub api_keys: Vec<String>,
+    /// How long a publish's idempotency key is remembered.
+    pub idempotency_window: Duration,
+    /// Channels one client may hold at once.
+    pub max_subscriptions: usize,
+    /// Frames per second a client may send on average (bursts of twice that pass);
+    /// beyond it the connection closes with 4006.
+    pub client_frame_rate: u32,
+    /// The largest publish API request body, in bytes.
+    pub max_publish_bytes: usize,
+    /// How long a subscribe may wait for the bus to confirm before it fails with `internal`.
+    pub subscribe_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -48,6 +69,14 @@ impl Default for GatewayConfig {
             write_timeout: Duration::from_secs(10),
             read_buffer_bytes: 4 * 1024,
             write_buffer_bytes: 32 * 1024,
+            auth: Arc::new(Authenticator::anonymous_only()),
+            channels: ChannelPolicy::default(),
+            api_keys: Vec::new(),
+            idempotency_window: Duration::from_secs(300),
+            max_subscriptions: 128,
+            client_frame_rate: 20,
+            max_publish_bytes: 64 * 1024,
+            subscribe_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -4,9 +4,9 @@
 //! broker about a channel on edges only — the first local subscriber makes
 //! the broker subscribe, the last one leaving makes it unsubscribe — so the
 //! bus carries one subscription per channel per instance however many clients
-//! there are. Every bus message is encoded into a [`Frame`] once and the same
-//! bytes are offered to each subscriber's bounded queue; the hub never waits
-//! on a client.
+//! there are. Every bus message becomes one shared [`Delivery`], encoded at
+//! most once per wire format, and the same `Arc` is offered to each
+//! subscriber's bounded queue; the hub never waits on a client.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +17,8 @@ use herald_protocol::ChannelName;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::client::{ClientId, ClientSender, Frame, Offer};
+use crate::client::{ClientId, ClientSender, Offer};
+use crate::delivery::Delivery;
 
 /// Subscribers of one channel on this instance.
 type Subscribers = HashMap<ClientId, ClientSender>;
@@ -116,7 +117,7 @@ impl Hub {
         let Some(subscribers) = channels.get(&message.channel) else {
             return;
         };
-        let frame = Frame::from_payload(message.payload);
+        let frame = Arc::new(Delivery::from(message));
         let mut delivered = 0u64;
         let mut overflowed = 0u64;
         for client in subscribers.values() {
@@ -169,7 +170,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::client;
+    use crate::client::{Frame, client};
     use bytes::Bytes;
     use herald_broker::MemoryBroker;
 
@@ -202,23 +203,20 @@ mod tests {
         let (b, rb) = client(8);
         hub.subscribe(&news, &a);
         hub.subscribe(&news, &b);
-        hub.fan_out(BusMessage {
-            channel: news.clone(),
-            payload: Bytes::from_static(b"hello"),
-        });
+        hub.fan_out(BusMessage::raw(news.clone(), Bytes::from_static(b"hello")));
         let (mut batch_a, mut batch_b) = (
             std::collections::VecDeque::new(),
             std::collections::VecDeque::new(),
         );
         ra.take(&mut batch_a).await.unwrap();
         rb.take(&mut batch_b).await.unwrap();
-        let (Some(Frame::Text(fa)), Some(Frame::Text(fb))) =
-            (batch_a.pop_front(), batch_b.pop_front())
-        else {
+        let (a, b) = (batch_a.pop_front().unwrap(), batch_b.pop_front().unwrap());
+        // The same delivery, not a copy per client; its frame is built once.
+        assert!(Arc::ptr_eq(&a, &b));
+        let (Frame::Text(fa), Frame::Text(fb)) = (a.tutorial_frame(), b.tutorial_frame()) else {
             panic!("expected text frames");
         };
         assert_eq!(fa.as_str(), "hello");
-        // The same allocation, not a copy per client.
         assert_eq!(fa.as_str().as_ptr(), fb.as_str().as_ptr());
     }
 
@@ -231,10 +229,7 @@ mod tests {
         hub.subscribe(&news, &slow);
         hub.subscribe(&news, &fast);
         for i in 0..5 {
-            hub.fan_out(BusMessage {
-                channel: news.clone(),
-                payload: Bytes::from(format!("m{i}")),
-            });
+            hub.fan_out(BusMessage::raw(news.clone(), Bytes::from(format!("m{i}"))));
         }
         assert_eq!(
             slow_rx.kicked(),
@@ -245,6 +240,9 @@ mod tests {
         let expected: Vec<Frame> = (0..5)
             .map(|i| Frame::from_payload(Bytes::from(format!("m{i}"))))
             .collect();
-        assert_eq!(batch, expected);
+        assert_eq!(
+            batch.iter().map(|d| d.tutorial_frame()).collect::<Vec<_>>(),
+            expected
+        );
     }
 }

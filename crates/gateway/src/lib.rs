@@ -3,8 +3,13 @@
 //! # Layout
 //!
 //! - [`hub`]: the subscriber registry and the encode-once fan-out; tells the broker about first and last subscribers.
-//! - [`client`]: a connected client as the hub sees it — a bounded queue of shared frames and a kick switch.
+//! - [`client`]: a connected client as the hub sees it — a bounded queue of shared deliveries and a kick switch.
+//! - [`delivery`]: one bus message with its encodings (tutorial, Herald, SSE), each built once and shared.
 //! - [`transport`]: how clients connect; [`transport::websocket`] holds the connection loop and the tutorial endpoint.
+//! - [`edge`]: one origin for the browser — the built web app at `/` and a proxy forwarding `/api/content` to the content service.
+//! - [`session`]: a Herald-protocol client's subscriptions and recovery, shared by WebSocket and SSE.
+//! - [`auth`], [`policy`]: who a client is (JWT), and which channels it may read or that keep history.
+//! - [`publish`]: `POST /api/publish`, for services that publish over HTTP with an API key.
 //! - [`routes`]: the HTTP surface (`/ws/notifications`, `/healthz`, `/readyz`).
 //! - [`server`]: [`Gateway`], which starts the pieces and shuts them down in order.
 //! - [`state`], [`config`], [`error`]: what handlers share, the limits, and the one HTTP error shape.
@@ -12,12 +17,18 @@
 //! The bus itself lives in `herald-broker`; the wire vocabulary (close codes,
 //! channel names) in `herald-protocol`.
 
+pub mod auth;
 pub mod client;
 pub mod config;
+pub mod delivery;
+pub mod edge;
 pub mod error;
 pub mod hub;
+pub mod policy;
+pub mod publish;
 pub mod routes;
 pub mod server;
+pub mod session;
 pub mod state;
 pub mod transport;
 

@@ -4,23 +4,31 @@
 //! router without a socket and the binary can merge other services' routers
 //! into the same origin.
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use herald_broker::BrokerStatus;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 
+use crate::publish;
 use crate::state::AppState;
-use crate::transport::websocket;
+use crate::transport::{sse, websocket};
 
 /// The gateway's routes, bound to `state`.
 pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_publish_bytes;
     Router::new()
         // `any`, so a wrong method gets our JSON error rather than an empty 405.
         .route("/ws/notifications", any(websocket::tutorial_notifications))
+        .route("/ws", any(websocket::herald))
+        .route("/sse", get(sse::sse))
+        .route("/api/publish", post(publish::publish))
+        .route("/api/publish/batch", post(publish::publish_batch))
+        .layer(DefaultBodyLimit::max(max_body))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)

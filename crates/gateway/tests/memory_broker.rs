@@ -283,3 +283,53 @@ async fn plain_http_on_the_websocket_route_gets_a_json_error() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "method_not_allowed");
 }
+
+#[tokio::test]
+async fn garbage_on_the_herald_protocol_closes_only_the_sender() {
+    use rand::{Rng, SeedableRng};
+    let instance = Instance::start(GatewayConfig {
+        client_frame_rate: 1000,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let herald_url = instance.url.replace("/ws/notifications", "/ws");
+    let mut bystander = instance.client().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut inputs: Vec<String> = [
+        "",
+        "{",
+        "null",
+        "[]",
+        "{\"type\":1}",
+        "{\"type\":\"subscribe\",\"channels\":\"x\"}",
+        "{\"type\":\"subscribe\",\"channels\":[{\"channel\":1}]}",
+        "{\"type\":\"unsubscribe\"}",
+        "{\"type\":\"ping\",\"id\":-1}",
+        "{\"type\":\"ping\",\"id\":1e400}",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    for _ in 0..40 {
+        let len = rng.random_range(0..300);
+        inputs.push(
+            (0..len)
+                .map(|_| char::from(rng.random_range(0x20u8..0x7f)))
+                .collect(),
+        );
+    }
+    for input in inputs {
+        let mut ws = connect(&herald_url).await;
+        assert!(
+            matches!(next_seen(&mut ws, Duration::from_secs(5)).await.unwrap(), Seen::Text(t) if t.contains("\"connected\""))
+        );
+        ws.send(Message::text(input.clone())).await.unwrap();
+        assert_eq!(
+            close_code(&mut ws, Duration::from_secs(5)).await,
+            Some(4002),
+            "input {input:?}"
+        );
+    }
+    instance.publish("still served").await;
+    assert_eq!(next_text(&mut bystander).await, "still served");
+}

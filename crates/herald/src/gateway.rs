@@ -61,9 +61,17 @@ pub(crate) struct GatewayArgs {
     #[arg(long, env = "HERALD_BROKER_TIMEOUT", default_value = "2s", value_parser = positive_duration)]
     pub(crate) broker_timeout: Duration,
 
+    /// Authentication, channels, history and publishing.
+    #[command(flatten)]
+    pub(crate) protocol: crate::protocol_flags::ProtocolArgs,
+
     /// The longest wait between two reconnect attempts to Redis (waits double from 100ms, with jitter).
     #[arg(long, env = "HERALD_BROKER_RECONNECT_MAX", default_value = "5s", value_parser = positive_duration)]
     pub(crate) broker_reconnect_max: Duration,
+
+    /// The web app and the content proxy.
+    #[command(flatten)]
+    pub(crate) edge: crate::edge_flags::EdgeArgs,
 }
 
 /// Parses a duration like `250ms`, `25s` or `1m`, refusing zero.
@@ -77,8 +85,16 @@ pub(crate) fn positive_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl GatewayArgs {
-    fn gateway_config(&self) -> GatewayConfig {
-        GatewayConfig {
+    fn gateway_config(&self) -> Result<GatewayConfig> {
+        let protocol = &self.protocol;
+        Ok(GatewayConfig {
+            auth: protocol.authenticator()?,
+            channels: protocol.channel_policy()?,
+            api_keys: protocol.api_keys.clone(),
+            idempotency_window: protocol.idempotency_window,
+            max_subscriptions: protocol.max_subscriptions as usize,
+            client_frame_rate: protocol.client_frame_rate,
+            max_publish_bytes: protocol.max_publish_bytes as usize,
             instance_id: self.instance_id.clone().unwrap_or_else(|| {
                 format!(
                     "{}:{}",
@@ -94,7 +110,7 @@ impl GatewayArgs {
             write_timeout: self.write_timeout,
             read_buffer_bytes: self.read_buffer_bytes as usize,
             ..GatewayConfig::default()
-        }
+        })
     }
 
     fn broker_config(&self) -> RedisBrokerConfig {
@@ -115,9 +131,9 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let gateway = Gateway::new(args.gateway_config(), broker, inbox);
+    let gateway = Gateway::new(args.gateway_config()?, broker, inbox);
     cancel_on_signal(gateway.shutdown_token());
-    let router = gateway.router();
+    let router = gateway.router().merge(args.edge.router()?);
     gateway.serve(listener, router).await.context("serving")?;
     Ok(())
 }

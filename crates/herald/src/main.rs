@@ -4,7 +4,12 @@
 //! `--help`), so the same binary configures the same way on a laptop, in a
 //! `Procfile` and in a container.
 
+mod content;
+mod demo;
+mod edge_flags;
 mod gateway;
+mod notifier;
+mod protocol_flags;
 mod signals;
 
 use anyhow::Result;
@@ -23,11 +28,19 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up: the size of the largest variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run a gateway: hold client connections and deliver every bus message to them.
     Gateway(gateway::GatewayArgs),
     /// Measure a running gateway: connect clients, publish through Redis, report loss and latency.
     Bench(herald_bench::BenchArgs),
+    /// Run the content service: the content API, its database and the outbox relay to Redis.
+    Content(content::ContentArgs),
+    /// Run a notifier: turn domain events from the Redis Stream into live notifications.
+    Notifier(notifier::NotifierArgs),
+    /// Run the whole system in one process (gateway, content, notifier, web app) and print the URL to open.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> Result<()> {
@@ -38,6 +51,8 @@ fn main() -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("--log {:?}: {e}", cli.log))?,
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs piped to files, containers and CI stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -49,6 +64,9 @@ fn main() -> Result<()> {
                 herald_bench::run_cli(args).await?;
                 Ok(())
             }
+            Command::Content(args) => content::run(args).await,
+            Command::Notifier(args) => notifier::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
         }
     })
 }

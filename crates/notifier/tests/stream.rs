@@ -90,9 +90,13 @@ impl Listener {
         let task = tokio::spawn(async move {
             let mut messages = pubsub.into_on_message();
             while let Some(msg) = messages.next().await {
+                // `news:content` keeps history and travels enveloped; the bus message opens it.
+                let channel = herald_protocol::ChannelName::new(msg.get_channel_name()).unwrap();
+                let message =
+                    herald_broker::BusMessage::from_wire(channel, msg.get_payload_bytes());
                 let item = (
                     msg.get_channel_name().to_owned(),
-                    msg.get_payload::<String>().unwrap(),
+                    String::from_utf8(message.payload.to_vec()).unwrap(),
                 );
                 if tx.send(item).await.is_err() {
                     break;

@@ -279,6 +279,111 @@ impl Drop for GatewayProcess {
     }
 }
 
+/// Any `herald` subcommand as a child process (content service, notifier, demo…). Killed on drop.
+pub struct ChildProcess {
+    pub name: String,
+    child: Option<Child>,
+}
+
+impl ChildProcess {
+    /// Starts `binary ARGS…` with `HERALD_LOG` taken from `HERALD_TEST_LOG` (default `warn`).
+    pub fn start(binary: &Path, name: &str, args: &[&str]) -> Self {
+        let child = Command::new(binary)
+            .args(args)
+            .env(
+                "HERALD_LOG",
+                std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {} {args:?}: {e}", binary.display()));
+        ChildProcess {
+            name: name.to_owned(),
+            child: Some(child),
+        }
+    }
+
+    /// Waits until `GET http://ADDR/PATH` answers `status`; fails at once if the process exits.
+    pub async fn wait_http(&mut self, addr: SocketAddr, path: &str, status: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((code, _)) = get(addr, path).await
+                && code == status
+            {
+                return;
+            }
+            assert!(
+                self.is_running(),
+                "{} exited before serving {path}",
+                self.name
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{}: GET {path} never answered {status}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or_default()
+    }
+
+    /// Freezes the process (SIGSTOP): it holds its sockets and does nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused process (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the process is running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {} failed", self.name);
+    }
+
+    /// Kills the process (SIGKILL: like a crash, no goodbye to anyone) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// `GET http://ADDR/PATH` → (status, JSON body or null).
 pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, serde_json::Value)> {
     let response = reqwest::Client::new()
@@ -369,4 +474,121 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
         .unwrap()
+}
+
+/// Sends a JSON frame.
+pub async fn send_json(ws: &mut Ws, frame: serde_json::Value) {
+    use futures_util::SinkExt;
+    ws.send(Message::text(frame.to_string())).await.unwrap();
+}
+
+/// The next text message, parsed as JSON.
+pub async fn next_json(ws: &mut Ws) -> serde_json::Value {
+    let text = next_text(ws).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON: {text:?}: {e}"))
+}
+
+/// The next JSON frame of the given `type`, failing on any other.
+pub async fn expect_frame(ws: &mut Ws, kind: &str) -> serde_json::Value {
+    let frame = next_json(ws).await;
+    assert_eq!(frame["type"], kind, "expected a {kind} frame, got {frame}");
+    frame
+}
+
+/// `POST http://ADDR/PATH` with a JSON body and an optional Bearer key → (status, JSON body).
+pub async fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .json(body)
+        .timeout(Duration::from_secs(10));
+    if let Some(key) = bearer {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// A Server-Sent Events stream read event by event.
+pub struct SseStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+/// One SSE event: its `id`, `event` and `data` fields (comments are skipped).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+impl SseStream {
+    /// Opens `url` with the given headers; fails unless it answers 200.
+    pub async fn open(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, (u16, serde_json::Value)> {
+        let mut request = reqwest::Client::new().get(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        if response.status().as_u16() != 200 {
+            let status = response.status().as_u16();
+            return Err((
+                status,
+                response.json().await.unwrap_or(serde_json::Value::Null),
+            ));
+        }
+        Ok(SseStream {
+            response,
+            buffer: String::new(),
+        })
+    }
+
+    /// The next event (not comment), within 10 s.
+    pub async fn next_event(&mut self) -> SseEvent {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    event: "message".to_owned(),
+                    ..SseEvent::default()
+                };
+                let mut has_field = false;
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("id: ") {
+                        event.id = Some(value.to_owned());
+                        has_field = true;
+                    } else if let Some(value) = line.strip_prefix("event: ") {
+                        event.event = value.to_owned();
+                        has_field = true;
+                    } else if let Some(value) = line.strip_prefix("data: ") {
+                        event.data.push_str(value);
+                        has_field = true;
+                    }
+                }
+                if has_field && !event.data.is_empty() {
+                    return event;
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .expect("no SSE event within 10s")
+                .unwrap();
+            let chunk = chunk.expect("the SSE stream ended");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
 }

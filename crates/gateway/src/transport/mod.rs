@@ -4,6 +4,8 @@
 //! into bytes on its own kind of socket and maps everything that can go wrong
 //! onto the close-code table of `herald-protocol`.
 //!
-//! - [`websocket`]: WebSocket, including the tutorial's `/ws/notifications`.
+//! - [`websocket`]: WebSocket: the tutorial's `/ws/notifications` and the Herald protocol's `/ws`.
+//! - [`sse`]: Server-Sent Events: `/sse`, resumable through `Last-Event-ID`.
 
+pub mod sse;
 pub mod websocket;

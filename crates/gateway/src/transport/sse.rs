@@ -1,0 +1,274 @@
+//! Server-Sent Events: the Herald protocol's subscriptions over a plain HTTP response.
+//!
+//! `GET /sse?channel=A&channel=B` streams `text/event-stream`. Every message
+//! event's `id:` holds the position of every channel of the stream, so a
+//! browser's `EventSource`, which sends the last id back as `Last-Event-ID`
+//! when it reconnects, recovers everything it missed without any code on the
+//! page. A task per stream does what the WebSocket loop does: drain the
+//! client's queue, filter repeats, ping (as SSE comments, which also keep
+//! proxies from closing an idle stream), and stop on shutdown or expiry.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use herald_protocol::position::{decode_sse_id, encode_sse_id};
+use herald_protocol::{ChannelName, PROTOCOL_VERSION, Position, ServerFrame};
+use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::time::{Instant, timeout};
+use tracing::debug;
+
+use crate::auth::{AuthError, Identity, token_from};
+use crate::client::client;
+use crate::error::ApiError;
+use crate::session::Subscriptions;
+use crate::state::AppState;
+
+/// Chunks that may wait for the HTTP layer to write them; the byte bound per stream.
+const STREAM_BUFFER: usize = 16;
+
+/// What the client asked for, validated.
+struct Request {
+    identity: Identity,
+    channels: Vec<ChannelName>,
+    /// Per channel, in order: where to recover from.
+    since: Vec<Option<Position>>,
+    /// The client gave a resume id that could not be read: report recovery as incomplete.
+    unreadable_since: bool,
+}
+
+/// `GET /sse`.
+pub async fn sse(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let request = match validate(&state, &headers, query.as_deref().unwrap_or("")) {
+        Ok(request) => request,
+        Err(error) => return error.into_response(),
+    };
+    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+        return ApiError::TooManyConnections.into_response();
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
+    state
+        .tasks
+        .spawn(stream(state.clone(), request, tx, permit));
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
+    }));
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx would otherwise buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+fn validate(state: &AppState, headers: &HeaderMap, query: &str) -> Result<Request, ApiError> {
+    let mut names = Vec::new();
+    let (mut token, mut since_param) = (None, None);
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "channel" => names.push(value.into_owned()),
+            "token" => token = Some(value.into_owned()),
+            "since" => since_param = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let identity = match state
+        .config
+        .auth
+        .authenticate(token_from(headers, token.as_deref()))
+    {
+        Ok(identity) => identity,
+        Err(AuthError::Expired) => return Err(ApiError::TokenExpired),
+        Err(AuthError::Invalid(why)) => return Err(ApiError::Unauthorized(why)),
+    };
+    if names.is_empty() {
+        return Err(ApiError::BadRequest(
+            "name at least one channel: /sse?channel=NAME".to_owned(),
+        ));
+    }
+    if names.len() > state.config.max_subscriptions {
+        return Err(ApiError::Unprocessable(format!(
+            "at most {} channels per client",
+            state.config.max_subscriptions
+        )));
+    }
+    let mut channels = Vec::with_capacity(names.len());
+    for name in &names {
+        let channel =
+            ChannelName::new(name).map_err(|e| ApiError::InvalidChannel(e.to_string()))?;
+        state
+            .config
+            .channels
+            .authorize(&identity, &channel)
+            .map_err(ApiError::Forbidden)?;
+        if !channels.contains(&channel) {
+            channels.push(channel);
+        }
+    }
+    // The browser's own resume id wins over the one the page passed at first.
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(since_param);
+    let (since, unreadable_since) = match resume {
+        None => (vec![None; channels.len()], false),
+        Some(id) => match decode_sse_id(&id, channels.len()) {
+            Some(positions) => (positions, false),
+            None => (vec![None; channels.len()], true),
+        },
+    };
+    Ok(Request {
+        identity,
+        channels,
+        since,
+        unreadable_since,
+    })
+}
+
+/// Feeds one stream until the client leaves, the token expires or the server stops.
+async fn stream(
+    state: AppState,
+    request: Request,
+    tx: mpsc::Sender<Bytes>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let wait = state.config.write_timeout;
+    let send = |chunk: Bytes| {
+        let tx = tx.clone();
+        async move { matches!(timeout(wait, tx.send(chunk)).await, Ok(Ok(()))) }
+    };
+    let (sender, receiver) = client(state.config.client_queue);
+    let id = receiver.id;
+    let mut subscriptions = Subscriptions::new(state.hub.clone(), sender);
+    let connected = json!({"protocol": PROTOCOL_VERSION, "client_id": id.to_string(), "instance_id": state.config.instance_id, "user": request.identity.user});
+    if !send(Bytes::from(format!(
+        "retry: 1000\nevent: connected\ndata: {connected}\n\n"
+    )))
+    .await
+    {
+        return;
+    }
+    for (channel, since) in request.channels.iter().zip(&request.since) {
+        // Positions a channel had before this stream (from the resume id) count as sent.
+        let wanted_recovery = since.is_some() || request.unreadable_since;
+        match subscriptions
+            .subscribe(&state, &request.identity, channel.as_str(), since.as_ref())
+            .await
+        {
+            Ok(subscribed) => {
+                let recovered = if request.unreadable_since {
+                    Some(false)
+                } else {
+                    subscribed.recovered.filter(|_| wanted_recovery)
+                };
+                let frame = json!({"channel": channel.as_str(), "position": subscribed.position, "recovered": recovered});
+                if !send(Bytes::from(format!("event: subscribed\ndata: {frame}\n\n"))).await {
+                    return;
+                }
+                for missed in subscribed.missed {
+                    let line = id_line(
+                        &subscriptions,
+                        &request.channels,
+                        Some((channel, missed.position())),
+                    );
+                    if !send(line).await || !send(missed.sse_event()).await {
+                        return;
+                    }
+                }
+            }
+            Err(refusal) => {
+                let frame = ServerFrame::Error {
+                    id: None,
+                    channel: Some(channel.to_string()),
+                    code: refusal.code,
+                    message: refusal.message,
+                };
+                let body = frame.to_json();
+                if !send(Bytes::from(format!("event: error\ndata: {body}\n\n"))).await {
+                    return;
+                }
+            }
+        }
+    }
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + state.config.ping_interval,
+        state.config.ping_interval,
+    );
+    let expires = request
+        .identity
+        .expires_in()
+        .map(|left| Instant::now() + left);
+    let expiry = async move {
+        match expires {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expiry);
+    let shutdown = state.shutdown.cancelled();
+    tokio::pin!(shutdown);
+    let mut batch = VecDeque::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            () = tx.closed() => break,
+            () = &mut expiry => {
+                let _ = send(Bytes::from_static(b"event: error\ndata: {\"type\":\"error\",\"code\":\"token_expired\",\"message\":\"token expired\"}\n\n")).await;
+                break;
+            }
+            taken = receiver.take(&mut batch) => {
+                if taken.is_err() {
+                    break;
+                }
+                while let Some(delivery) = batch.pop_front() {
+                    if subscriptions.admit(&delivery) {
+                        let line = id_line(&subscriptions, &request.channels, None);
+                        if !send(line).await || !send(delivery.sse_event()).await {
+                            debug!(client = %id, "sse client too slow or gone");
+                            return;
+                        }
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if !send(Bytes::from_static(b": ping\n\n")).await {
+                    break;
+                }
+            }
+        }
+    }
+    debug!(client = %id, "sse stream ended");
+}
+
+/// The `id:` line: every channel's position, with `overriding` one channel's (for recovered messages).
+fn id_line(
+    subscriptions: &Subscriptions,
+    channels: &[ChannelName],
+    overriding: Option<(&ChannelName, Option<&Position>)>,
+) -> Bytes {
+    let positions = channels.iter().map(|channel| match overriding {
+        Some((over, position)) if over == channel => position,
+        _ => subscriptions.position(channel),
+    });
+    Bytes::from(format!("id: {}\n", encode_sse_id(positions)))
+}
+
+/// How long a stream may stay silent before a proxy might cut it; pings come well before.
+pub const MAX_SILENCE: Duration = Duration::from_secs(60);
