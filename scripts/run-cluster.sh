@@ -102,7 +102,8 @@ for n in 1 2; do
   port="${!port_var}"
   say "gateway-$n on http://127.0.0.1:$port"
   start "gateway-$n" "$HERALD_BIN" gateway --listen "127.0.0.1:$port" --broker "$REDIS_URL" \
-    --instance-id "gateway-$n" --content-upstream "http://127.0.0.1:$CONTENT_PORT" --web-dir web/dist
+    --instance-id "gateway-$n" --content-upstream "http://127.0.0.1:$CONTENT_PORT" --web-dir web/dist \
+    --public-channel 'news:*' --public-channel events --history 'news:*=1000/24h'
   wait_port "gateway-$n" "127.0.0.1:$port"
 done
 

@@ -3,8 +3,10 @@
 //
 //   HERALD_URL=http://127.0.0.1:8080 npm run test:e2e
 //
-// Needs the built app served by the gateway at HERALD_URL. Never downloads a
-// browser: set CHROMIUM_PATH if Chromium is not at /usr/bin/chromium.
+// Needs the built app served by the gateway at HERALD_URL (with `news:*` and
+// `events` public and `news:*` keeping history, as `herald demo` configures).
+// Never downloads a browser: set CHROMIUM_PATH if Chromium is not at
+// /usr/bin/chromium.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,6 +20,10 @@ const ARTIFACTS = path.resolve(WEB_DIR, '../test-artifacts');
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 // Generous: CI machines are small and the backend goes through Redis.
 const TIMEOUT = Number(process.env.HERALD_E2E_TIMEOUT_MS || 20_000);
+// How long the page holds an `events` text back, waiting for its `news:content`
+// twin (EVENTS_GRACE_MS in src/feed.ts), plus a margin: after that, a
+// duplicate would have shown.
+const DUPLICATE_WINDOW_MS = 1500 + 1000;
 
 const BASE = (process.env.HERALD_URL || '').replace(/\/+$/, '');
 
@@ -62,17 +68,37 @@ async function openApp(context, name) {
 }
 
 async function waitForConnected(page, name) {
+  await waitForBadge(page, name, '^connected$');
+}
+
+/** Waits until the connection badge's text matches `pattern` (a RegExp source). */
+async function waitForBadge(page, name, pattern) {
   const badge = page.getByTestId('connection-badge');
   try {
     await page.waitForFunction(
-      () => document.querySelector('[data-testid="connection-badge"]')?.textContent?.trim() === 'connected',
-      null,
+      (source) => new RegExp(source).test(document.querySelector('[data-testid="connection-badge"]')?.textContent?.trim() ?? ''),
+      pattern,
       { timeout: TIMEOUT },
     );
   } catch {
     const text = await badge.textContent().catch(() => '<no badge>');
-    throw new Error(`tab ${name}: connection badge never read "connected" within ${TIMEOUT} ms (last: "${text}")`);
+    throw new Error(`tab ${name}: connection badge never matched /${pattern}/ within ${TIMEOUT} ms (last: "${text}")`);
   }
+}
+
+function uniqueTitle(prefix) {
+  return `${prefix} ${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+async function createContent(page, title, body) {
+  await page.getByTestId('title-input').fill(title);
+  await page.getByTestId('body-input').fill(body);
+  await page.getByTestId('submit-button').click();
+}
+
+/** How many feed items of `page` contain `text`. */
+function feedCount(page, text) {
+  return page.getByTestId('feed-item').filter({ hasText: text }).count();
 }
 
 async function waitForFeedText(page, name, expected) {
@@ -119,12 +145,10 @@ describe('Herald web app', () => {
       const a = await openApp(context, 'A');
       const b = await openApp(context, 'B');
 
-      const title = `e2e ${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+      const title = uniqueTitle('e2e');
       const expected = `Content published: ${title}`;
 
-      await a.getByTestId('title-input').fill(title);
-      await a.getByTestId('body-input').fill('Created by web/e2e/two-tabs.test.mjs');
-      await a.getByTestId('submit-button').click();
+      await createContent(a, title, 'Created by web/e2e/two-tabs.test.mjs');
 
       try {
         await waitForFeedText(b, 'B', expected);
@@ -158,6 +182,12 @@ describe('Herald web app', () => {
 
       // Both still connected: creating content must not disturb the sockets.
       assert.equal((await b.getByTestId('connection-badge').textContent())?.trim(), 'connected');
+
+      // The creation reaches each tab twice (`news:content` and the tutorial's `events`)
+      // but shows once.
+      await b.waitForTimeout(DUPLICATE_WINDOW_MS);
+      assert.equal(await feedCount(a, expected), 1, 'tab A shows the creation exactly once');
+      assert.equal(await feedCount(b, expected), 1, 'tab B shows the creation exactly once');
 
       const shot = await saveScreenshot(b, 'web-two-tabs.png');
       console.log(`screenshot: ${shot}`);
@@ -195,6 +225,61 @@ describe('Herald web app', () => {
       assert.equal(await page.getByTestId('body-input').inputValue(), 'no title');
 
       await saveScreenshot(page, 'web-validation-error.png');
+      assert.deepEqual(pageErrors, [], 'uncaught errors in the page');
+    } finally {
+      await context.close();
+    }
+  });
+  test('a tab that was offline recovers what it missed when it reconnects', async () => {
+    const context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+    try {
+      const a = await openApp(context, 'A');
+      const b = await openApp(context, 'B');
+      const instance = (await b.getByTestId('instance-label').textContent())?.trim();
+
+      // Tab B loses its network (the page's debug hook, src/useLiveFeed.ts): its socket
+      // drops with 1006 and its reconnect attempts fail until it comes back.
+      await b.waitForFunction(() => typeof window.__herald?.goOffline === 'function', null, { timeout: TIMEOUT });
+      await b.evaluate(() => window.__herald.goOffline());
+      await waitForBadge(b, 'B', '^reconnecting \\(attempt [0-9]+\\)$');
+      assert.equal(await b.getByTestId('connection-badge').getAttribute('data-state'), 'reconnecting');
+
+      // Meanwhile tab A creates content; A sees it live, B cannot.
+      const title = uniqueTitle('missed');
+      const expected = `Content published: ${title}`;
+      await createContent(a, title, 'Created while tab B was offline');
+      await waitForFeedText(a, 'A', expected);
+      assert.equal(await feedCount(b, expected), 0, 'tab B, offline, must not have the item yet');
+      await saveScreenshot(b, 'web-recovery-offline.png');
+
+      // B comes back: it resubscribes with `since` and the gateway replays the gap.
+      await b.evaluate(() => window.__herald.goOnline());
+      try {
+        await waitForBadge(b, 'B', '^recovered 1 missed$');
+        await waitForFeedText(b, 'B', expected);
+      } catch (e) {
+        await saveScreenshot(b, 'web-recovery-failure-B.png').catch(() => {});
+        throw e;
+      }
+      assert.equal(await b.getByTestId('connection-badge').getAttribute('data-state'), 'recovered');
+      const replayed = b.getByTestId('feed-item').filter({ hasText: expected });
+      assert.equal(await replayed.count(), 1, 'the missed item shows once');
+      assert.equal(await replayed.first().getAttribute('data-missed'), 'true', 'the replayed item is tagged as missed');
+      assert.equal((await b.getByTestId('instance-label').textContent())?.trim(), instance);
+      await b.getByTestId('content-item').filter({ hasText: title }).first().waitFor({ state: 'visible', timeout: TIMEOUT });
+
+      // Live delivery goes on after the recovery, on the new connection.
+      const after = uniqueTitle('after');
+      await createContent(a, after, 'Created after tab B reconnected');
+      await waitForFeedText(b, 'B', `Content published: ${after}`);
+      const live = b.getByTestId('feed-item').filter({ hasText: `Content published: ${after}` });
+      assert.equal(await live.first().getAttribute('data-missed'), null, 'a live item is not tagged as missed');
+      await b.waitForTimeout(DUPLICATE_WINDOW_MS);
+      assert.equal(await feedCount(b, expected), 1, 'no duplicate of the missed item');
+      assert.equal(await feedCount(b, `Content published: ${after}`), 1, 'no duplicate of the live item');
+
+      const shot = await saveScreenshot(b, 'web-recovery.png');
+      console.log(`screenshot: ${shot}`);
       assert.deepEqual(pageErrors, [], 'uncaught errors in the page');
     } finally {
       await context.close();

@@ -1,37 +1,18 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
-import { getHealth, listContent, type Content } from './api';
-import { useNotifications } from './useNotifications';
+import { listContent, type Content } from './api';
+import { useLiveFeed } from './useLiveFeed';
 import { ConnectionBadge } from './components/ConnectionBadge';
 import { ContentForm } from './components/ContentForm';
 import { ContentList } from './components/ContentList';
 import { NotificationFeed } from './components/NotificationFeed';
 
 export function App() {
-  const { state, feed, retryNow } = useNotifications();
-  const [instance, setInstance] = useState<string | null>(null);
-  const [instanceError, setInstanceError] = useState<string | null>(null);
+  // The gateway instance comes from the `connected` frame of the Herald connection:
+  // a reconnect may land on another instance behind a load balancer.
+  const { badge, instanceId, online, feed, contentVersion, retryNow } = useLiveFeed();
   const [content, setContent] = useState<Content[]>([]);
   const [contentError, setContentError] = useState<string | null>(null);
   const [contentLoading, setContentLoading] = useState(true);
-
-  // Which gateway instance are we talking to? Asked again after every (re)connect,
-  // since a reconnect may land on another instance behind a load balancer.
-  const connected = state.kind === 'connected';
-  useEffect(() => {
-    let cancelled = false;
-    getHealth()
-      .then((h) => {
-        if (cancelled) return;
-        setInstance(h.instance_id);
-        setInstanceError(null);
-      })
-      .catch((e: unknown) => {
-        if (!cancelled) setInstanceError(e instanceof Error ? e.message : String(e));
-      });
-    return () => {
-      cancelled = true;
-    };
-  }, [connected]);
 
   const refreshContent = useCallback(() => {
     listContent(20)
@@ -45,17 +26,18 @@ export function App() {
 
   useEffect(refreshContent, [refreshContent]);
 
-  // Another tab published something: refresh the list (debounced, bursts coalesce).
+  // New content (here, in another tab, or replayed after a reconnect), a
+  // (re)subscribe or a gap that could not be replayed: refresh the list
+  // (debounced, so bursts coalesce).
   const debounce = useRef<ReturnType<typeof setTimeout> | null>(null);
-  const newest = feed[0]?.seq;
   useEffect(() => {
-    if (newest === undefined) return;
+    if (contentVersion === 0) return;
     if (debounce.current) clearTimeout(debounce.current);
     debounce.current = setTimeout(refreshContent, 250);
     return () => {
       if (debounce.current) clearTimeout(debounce.current);
     };
-  }, [newest, refreshContent]);
+  }, [contentVersion, refreshContent]);
 
   return (
     <div className="app">
@@ -68,11 +50,15 @@ export function App() {
         <div className="status">
           <span className="status-item">
             <span className="status-label">Gateway</span>
-            <code className="instance" data-testid="instance-label" title={instanceError ?? undefined}>
-              {instance ?? (instanceError ? 'unavailable' : '…')}
+            <code
+              className={`instance${instanceId !== null && !online ? ' instance-stale' : ''}`}
+              data-testid="instance-label"
+              title={instanceId !== null && !online ? 'Last connected instance' : undefined}
+            >
+              {instanceId ?? '…'}
             </code>
           </span>
-          <ConnectionBadge state={state} onRetry={retryNow} />
+          <ConnectionBadge badge={badge} onRetry={retryNow} />
         </div>
       </header>
 

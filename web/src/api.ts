@@ -12,11 +12,6 @@ export interface ContentPage {
   next_cursor: string | null;
 }
 
-export interface Health {
-  status: string;
-  instance_id: string;
-}
-
 /** An error response from the API, `{"error": ..., "field"?: ..., "message": ...}`. */
 export class ApiError extends Error {
   readonly status: number;
@@ -56,10 +51,6 @@ async function request<T>(path: string, init?: RequestInit): Promise<T> {
   }
   if (data === undefined) throw new ApiError(res.status, 'bad_response', `Expected JSON from ${path}`);
   return data as T;
-}
-
-export function getHealth(): Promise<Health> {
-  return request<Health>('/healthz', { cache: 'no-store' });
 }
 
 export function listContent(limit = 20): Promise<ContentPage> {

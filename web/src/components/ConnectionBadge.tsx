@@ -1,23 +1,42 @@
-import { describeState, type ConnectionState } from '../notifications';
+import { describeBadge, type Badge } from '../feed';
 
-export function ConnectionBadge({ state, onRetry }: { state: ConnectionState; onRetry: () => void }) {
-  const text = describeState(state);
-  const title =
-    state.kind === 'reconnecting'
-      ? `Connection lost (close code ${state.lastCode}); ${state.phase === 'waiting' ? 'waiting to retry' : 'dialing'}`
-      : state.kind === 'stopped'
-        ? `Closed by server with code ${state.code}${state.reason ? `: ${state.reason}` : ''}. Not retrying automatically.`
-        : undefined;
-  const retryable = state.kind === 'stopped' || (state.kind === 'reconnecting' && state.phase === 'waiting');
+function tooltip(badge: Badge): string | undefined {
+  switch (badge.kind) {
+    case 'reconnecting': {
+      const why = badge.code !== null ? `Connection lost (close code ${badge.code}); ` : '';
+      const what = badge.dialing
+        ? 'connecting…'
+        : `next attempt in ${badge.delayMs !== null ? `${(badge.delayMs / 1000).toFixed(1)} s` : 'a moment'}`;
+      return `${why}${what}`;
+    }
+    case 'recovered':
+      return 'Reconnected: every notification published while this tab was disconnected has been replayed.';
+    case 'unrecovered':
+      return 'Reconnected, but the notifications published meanwhile could not be replayed (history lost or too old); the content list was reloaded.';
+    case 'stopped':
+      return `Closed by the server with code ${badge.code}${badge.reason ? `: ${badge.reason}` : ''}. Not retrying automatically.`;
+    default:
+      return undefined;
+  }
+}
+
+export function ConnectionBadge({ badge, onRetry }: { badge: Badge; onRetry: () => void }) {
+  const retryable = badge.kind === 'stopped' || (badge.kind === 'reconnecting' && !badge.dialing);
   return (
     <span className="badge-wrap">
-      <span className={`badge badge-${state.kind}`} data-testid="connection-badge" data-state={state.kind} title={title} role="status">
+      <span
+        className={`badge badge-${badge.kind}`}
+        data-testid="connection-badge"
+        data-state={badge.kind}
+        title={tooltip(badge)}
+        role="status"
+      >
         <span className="badge-dot" aria-hidden="true" />
-        {text}
+        {describeBadge(badge)}
       </span>
       {retryable && (
         <button type="button" className="link-button" onClick={onRetry} data-testid="retry-button">
-          {state.kind === 'stopped' ? 'Reconnect' : 'Retry now'}
+          {badge.kind === 'stopped' ? 'Reconnect' : 'Retry now'}
         </button>
       )}
     </span>

@@ -1,7 +1,7 @@
-import type { Notification } from '../notifications';
+import type { FeedItem } from '../feed';
 import { formatTime } from '../time';
 
-export function NotificationFeed({ items }: { items: Notification[] }) {
+export function NotificationFeed({ items }: { items: FeedItem[] }) {
   return (
     <section className="card feed">
       <div className="card-head">
@@ -15,11 +15,17 @@ export function NotificationFeed({ items }: { items: Notification[] }) {
       ) : (
         <ol className="feed-list" data-testid="feed-list" aria-live="polite">
           {items.map((n) => (
-            <li key={n.seq} className="feed-item" data-testid="feed-item">
-              <time className="feed-time" dateTime={new Date(n.receivedAt).toISOString()}>
-                {formatTime(n.receivedAt)}
+            <li
+              key={n.seq}
+              className={`feed-item${n.missed ? ' feed-item-missed' : ''}`}
+              data-testid="feed-item"
+              data-channel={n.channel}
+              data-missed={n.missed ? 'true' : undefined}
+            >
+              <time className="feed-time" dateTime={new Date(n.time).toISOString()} title="Published at">
+                {formatTime(n.time)}
               </time>
-              <span className="feed-text" data-testid="feed-text" title={n.raw !== n.text ? n.raw : undefined}>
+              <span className="feed-text" data-testid="feed-text" title={`${n.channel}: ${n.raw}`}>
                 {n.title !== undefined ? (
                   <>
                     {n.text.endsWith(n.title) ? n.text.slice(0, n.text.length - n.title.length) : `${n.text} `}
@@ -29,6 +35,11 @@ export function NotificationFeed({ items }: { items: Notification[] }) {
                   n.text
                 )}
               </span>
+              {n.missed && (
+                <span className="feed-tag" data-testid="feed-missed-tag" title="Published while this tab was disconnected; replayed on reconnect">
+                  missed
+                </span>
+              )}
             </li>
           ))}
         </ol>
