@@ -50,7 +50,7 @@ pub(crate) struct GatewayArgs {
     pub(crate) write_timeout: Duration,
 
     /// Per-connection read buffer in bytes (the main per-connection memory cost).
-    #[arg(long, env = "HERALD_READ_BUFFER_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(512..=1_048_576))]
+    #[arg(long, env = "HERALD_READ_BUFFER_BYTES", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(512..=1_048_576))]
     pub(crate) read_buffer_bytes: u32,
 
     /// How often the Redis subscriber connection is pinged to prove it is alive.
