@@ -397,7 +397,7 @@ impl Subscriber {
     }
 
     /// Brings the connection's subscriptions in line with what the hub wants.
-    async fn reconcile(&self, sink: &mut PubSubSink) -> Result<(), String> {
+    async fn reconcile(&mut self, sink: &mut PubSubSink) -> Result<(), String> {
         let delta = self.interest.delta();
         for batch in delta.subscribe.chunks(SUBSCRIBE_BATCH) {
             let names: Vec<&str> = batch.iter().map(ChannelName::as_str).collect();
@@ -410,7 +410,14 @@ impl Subscriber {
         for batch in delta.unsubscribe.chunks(SUBSCRIBE_BATCH) {
             let names: Vec<&str> = batch.iter().map(ChannelName::as_str).collect();
             match timeout(self.config.command_timeout, sink.unsubscribe(&names)).await {
-                Ok(Ok(())) => self.interest.confirm_unsubscribed(batch),
+                Ok(Ok(())) => {
+                    self.interest.confirm_unsubscribed(batch);
+                    // Nobody here listens any more: a later outage must not replay from
+                    // this old position to whoever subscribes again.
+                    for channel in batch {
+                        self.last.remove(channel);
+                    }
+                }
                 Ok(Err(e)) => return Err(format!("unsubscribe: {e}")),
                 Err(_) => return Err("unsubscribe: timed out".to_owned()),
             }

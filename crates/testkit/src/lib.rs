@@ -90,12 +90,10 @@ impl RedisServer {
     }
 
     fn signal(&self, signal: &str) {
-        let child = self.child.as_ref().expect("redis-server is running");
-        let status = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {signal} failed");
+        send_signal(
+            self.child.as_ref().expect("redis-server is running"),
+            signal,
+        );
     }
 
     /// Starts the server again on the same port, empty, and waits until it answers.
@@ -350,12 +348,12 @@ impl ChildProcess {
     }
 
     fn signal(&self, signal: &str) {
-        let child = self.child.as_ref().expect("the process is running");
-        let status = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {signal} {} failed", self.name);
+        send_signal(
+            self.child
+                .as_ref()
+                .unwrap_or_else(|| panic!("{} is not running", self.name)),
+            signal,
+        );
     }
 
     /// Kills the process (SIGKILL: like a crash, no goodbye to anyone) and reaps it.
@@ -591,4 +589,13 @@ impl SseStream {
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }
     }
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`, `-TERM`…) to a child process.
+fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {} failed", child.id());
 }
