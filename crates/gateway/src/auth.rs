@@ -248,6 +248,42 @@ mod tests {
         assert!(Authenticator::hs256(b"short").is_err());
     }
 
+    fn key(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn rs256_and_es256_tokens_are_checked_with_the_public_key() {
+        for (algorithm, private, public) in [
+            (Algorithm::RS256, "rs256-private.pem", "rs256-public.pem"),
+            (Algorithm::ES256, "es256-private.pem", "es256-public.pem"),
+        ] {
+            let encoding = match algorithm {
+                Algorithm::RS256 => EncodingKey::from_rsa_pem(&key(private)).unwrap(),
+                _ => EncodingKey::from_ec_pem(&key(private)).unwrap(),
+            };
+            let auth = Authenticator::public_key_pem(&key(public)).unwrap();
+            let signed = encode(
+                &Header::new(algorithm),
+                &json!({"sub": "7", "exp": now() + 60}),
+                &encoding,
+            )
+            .unwrap();
+            assert_eq!(
+                auth.authenticate(Some(&signed)).unwrap().user.as_deref(),
+                Some("7"),
+                "{algorithm:?}"
+            );
+            // An HS256 token is refused by a public-key gateway, whatever its secret.
+            let hs = token(json!({"sub": "7"}), SECRET);
+            assert!(
+                matches!(auth.authenticate(Some(&hs)), Err(AuthError::Invalid(_))),
+                "{algorithm:?}"
+            );
+        }
+        assert!(Authenticator::public_key_pem(b"not a key").is_err());
+    }
+
     #[test]
     fn the_header_wins_over_the_query() {
         let mut headers = HeaderMap::new();

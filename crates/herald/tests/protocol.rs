@@ -605,3 +605,38 @@ async fn a_gateway_whose_redis_connection_drops_fills_the_gap_from_history() {
     }
     assert_quiet(&mut ws, Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn a_subscribe_the_bus_cannot_confirm_gets_internal_and_the_connection_stays() {
+    let redis = RedisServer::start().await;
+    let a = gateway(
+        &redis,
+        "a",
+        &[
+            "--broker-ping-interval",
+            "200ms",
+            "--broker-timeout",
+            "300ms",
+        ],
+    )
+    .await;
+    let (mut ws, _) = client(&a, None).await;
+    redis.pause();
+    a.wait_readyz(503).await;
+    // The bus cannot confirm the subscription: after the subscribe timeout the client is told.
+    let error = subscribe(&mut ws, "news:frozen", None).await;
+    assert_eq!(
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("error"), Some("internal")),
+        "{error}"
+    );
+    redis.resume();
+    a.wait_readyz(200).await;
+    // Nothing was left half-subscribed: the same subscribe now succeeds and delivers.
+    assert_eq!(
+        subscribe(&mut ws, "news:frozen", None).await["type"],
+        "subscribed"
+    );
+    publish(&a, "news:frozen", json!("thawed")).await;
+    assert_eq!(expect_frame(&mut ws, "message").await["data"], "thawed");
+}

@@ -186,3 +186,43 @@ async fn a_wedged_redis_that_keeps_its_sockets_open_makes_the_gateway_not_ready(
     assert_eq!(next_text(&mut ws).await, "thawed");
     assert_quiet(&mut ws, Duration::from_millis(50)).await;
 }
+
+#[tokio::test]
+async fn a_stalled_client_is_closed_with_4000_and_the_gateway_memory_stays_bounded() {
+    let redis = RedisServer::start().await;
+    let gateway = GatewayProcess::start(
+        herald(),
+        &redis.url(),
+        "bounded",
+        &["--client-queue", "8", "--write-timeout", "30s"],
+    )
+    .await;
+    gateway.wait_readyz(200).await;
+    let mut stalled = connect(&gateway.tutorial_url()).await;
+    let mut reader = connect(&gateway.tutorial_url()).await;
+    redis.wait_subscribers("events", 1).await;
+    let before = herald_testkit::rss_kib(gateway.pid());
+
+    // 4,000 × 16 KiB = 64 MiB through the gateway, while one client reads nothing.
+    let filler = "x".repeat(16 * 1024);
+    for i in 0..4000 {
+        redis.publish("events", format!("{i:05}{filler}")).await;
+        // The reader keeps up, message by message: it is never the slow one.
+        assert_eq!(&next_text(&mut reader).await[..5], format!("{i:05}"));
+    }
+    let after = herald_testkit::rss_kib(gateway.pid());
+    eprintln!("gateway RSS {before} KiB before, {after} KiB after 64 MiB to a stalled client");
+    // A queue without bound would hold most of the 64 MiB the stalled client never read.
+    // With 8 queued messages and bounded write buffers the growth stays far below it.
+    assert!(
+        after.saturating_sub(before) < 8 * 1024,
+        "gateway RSS grew from {before} KiB to {after} KiB"
+    );
+
+    assert_eq!(
+        close_code(&mut stalled, Duration::from_secs(30)).await,
+        Some(4000)
+    );
+    redis.publish("events", "after").await;
+    assert_eq!(next_text(&mut reader).await, "after");
+}

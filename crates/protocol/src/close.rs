@@ -32,7 +32,8 @@ pub enum CloseCode {
     InvalidPayload,
     /// 1009: a client frame was larger than the configured limit.
     MessageTooBig,
-    /// 1011: the server hit an unexpected error serving this connection.
+    /// 1011: an unexpected server error. Herald does not send it today; it is in the
+    /// table because proxies and failing servers send it, and clients must know what to do.
     InternalError,
     /// 1002: the client broke the WebSocket protocol itself (bad framing, unmasked frames).
     ProtocolError,

@@ -49,7 +49,7 @@ pub trait Session: Send {
         text: Utf8Bytes,
         socket: &mut WebSocket,
         config: &GatewayConfig,
-    ) -> impl Future<Output = Result<(), CloseCode>> + Send;
+    ) -> impl Future<Output = Result<(), Ended>> + Send;
 }
 
 /// `GET /ws/notifications`: the tutorial's endpoint.
@@ -115,7 +115,7 @@ impl Session for TutorialSession {
         _text: Utf8Bytes,
         _socket: &mut WebSocket,
         _config: &GatewayConfig,
-    ) -> Result<(), CloseCode> {
+    ) -> Result<(), Ended> {
         Ok(())
     }
 }
@@ -210,11 +210,12 @@ impl Session for HeraldSession {
         text: Utf8Bytes,
         socket: &mut WebSocket,
         config: &GatewayConfig,
-    ) -> Result<(), CloseCode> {
+    ) -> Result<(), Ended> {
         if !self.limit.allow() {
-            return Err(CloseCode::TooManyRequests);
+            return Err(Ended::Close(CloseCode::TooManyRequests));
         }
-        let frame = decode_client_frame(text.as_str()).map_err(|_| CloseCode::BadFrame)?;
+        let frame =
+            decode_client_frame(text.as_str()).map_err(|_| Ended::Close(CloseCode::BadFrame))?;
         let wait = config.write_timeout;
         match frame {
             ClientFrame::Subscribe { id, channels } => {
@@ -306,12 +307,12 @@ async fn send_text(
     socket: &mut WebSocket,
     text: impl Into<Utf8Bytes>,
     wait: Duration,
-) -> Result<(), CloseCode> {
+) -> Result<(), Ended> {
     match timeout(wait, socket.send(Message::Text(text.into()))).await {
         Ok(Ok(())) => Ok(()),
-        // A failed socket cannot hear a close code either; this one is never sent.
-        Ok(Err(_)) => Err(CloseCode::InternalError),
-        Err(_) => Err(CloseCode::SlowConsumer),
+        // A failed socket cannot hear a close code.
+        Ok(Err(_)) => Err(Ended::Gone),
+        Err(_) => Err(Ended::Close(CloseCode::SlowConsumer)),
     }
 }
 
@@ -420,8 +421,8 @@ pub async fn drive(
                         return Ended::Gone;
                     }
                     Some(Ok(Message::Text(text))) => {
-                        if let Err(code) = session.on_text(text, socket, config).await {
-                            return Ended::Close(code);
+                        if let Err(ended) = session.on_text(text, socket, config).await {
+                            return ended;
                         }
                     }
                     Some(Ok(Message::Binary(_))) => return Ended::Close(CloseCode::UnsupportedData),
