@@ -186,7 +186,7 @@ impl Drop for RedisServer {
 pub struct GatewayProcess {
     pub addr: SocketAddr,
     pub instance_id: String,
-    child: Option<Child>,
+    process: ChildProcess,
 }
 
 impl GatewayProcess {
@@ -194,38 +194,24 @@ impl GatewayProcess {
     /// and waits until `/healthz` answers.
     pub async fn start(binary: &Path, broker: &str, instance_id: &str, extra: &[&str]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(binary)
-            .args([
-                "gateway",
-                "--listen",
-                &addr.to_string(),
-                "--broker",
-                broker,
-                "--instance-id",
-                instance_id,
-            ])
-            .args(extra)
-            .env(
-                "HERALD_LOG",
-                std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
-            )
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn herald gateway");
-        let gateway = GatewayProcess {
+        let listen = addr.to_string();
+        let mut args = vec![
+            "gateway",
+            "--listen",
+            &listen,
+            "--broker",
+            broker,
+            "--instance-id",
+            instance_id,
+        ];
+        args.extend_from_slice(extra);
+        let mut process = ChildProcess::start(binary, &format!("gateway {instance_id}"), &args);
+        process.wait_http(addr, "/healthz", 200).await;
+        GatewayProcess {
             addr,
             instance_id: instance_id.to_owned(),
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while get(addr, "/healthz").await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "gateway {instance_id} did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            process,
         }
-        gateway
     }
 
     /// `ws://ADDR/ws/notifications`.
@@ -235,7 +221,7 @@ impl GatewayProcess {
 
     /// The process id, e.g. to read its memory use.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or_default()
+        self.process.pid()
     }
 
     /// Waits until `/readyz` answers with `status`.
@@ -258,22 +244,7 @@ impl GatewayProcess {
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return false;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        child.wait().map(|s| s.success()).unwrap_or(false)
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.terminate()
     }
 }
 
