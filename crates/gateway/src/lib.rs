@@ -10,6 +10,7 @@
 //! - [`session`]: a Herald-protocol client's subscriptions and recovery, shared by WebSocket and SSE.
 //! - [`auth`], [`policy`]: who a client is (JWT), and which channels it may read or that keep history.
 //! - [`publish`]: `POST /api/publish`, for services that publish over HTTP with an API key.
+//! - [`metrics`]: `GET /metrics` in Prometheus' text format, from atomics the hot path already keeps.
 //! - [`routes`]: the HTTP surface (`/ws/notifications`, `/healthz`, `/readyz`).
 //! - [`server`]: [`Gateway`], which starts the pieces and shuts them down in order.
 //! - [`state`], [`config`], [`error`]: what handlers share, the limits, and the one HTTP error shape.
@@ -24,6 +25,7 @@ pub mod delivery;
 pub mod edge;
 pub mod error;
 pub mod hub;
+pub mod metrics;
 pub mod policy;
 pub mod publish;
 pub mod routes;

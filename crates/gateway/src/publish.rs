@@ -129,12 +129,9 @@ async fn publish_one(state: &AppState, body: PublishBody) -> Result<PublishResul
             .as_deref()
             .map(|key| (key, state.config.idempotency_window)),
     };
-    let published = state
-        .hub
-        .broker()
-        .publish_json(request)
-        .await
-        .map_err(|e| ApiError::BrokerUnavailable(e.to_string()))?;
+    let published = state.hub.broker().publish_json(request).await;
+    state.metrics.published(published.is_ok());
+    let published = published.map_err(|e| ApiError::BrokerUnavailable(e.to_string()))?;
     Ok(PublishResult {
         channel: channel.to_string(),
         offset: published.position.as_ref().map(|p| p.offset),

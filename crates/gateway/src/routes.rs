@@ -31,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -46,6 +47,19 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
         "deliveries": stats.deliveries.load(Ordering::Relaxed),
         "slow_consumers": stats.slow_consumers.load(Ordering::Relaxed),
     }))
+}
+
+/// `GET /metrics`: Prometheus' text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics.render(&state);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// `GET /readyz`: 200 only while the broker's subscriber connection is live, else 503.

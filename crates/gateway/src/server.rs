@@ -17,6 +17,7 @@ use tracing::info;
 
 use crate::config::GatewayConfig;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::routes;
 use crate::state::AppState;
 
@@ -42,6 +43,7 @@ impl Gateway {
             config: Arc::new(config),
             shutdown,
             tasks: TaskTracker::new(),
+            metrics: Arc::new(Metrics::default()),
         };
         Gateway { state, background }
     }

@@ -8,6 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::GatewayConfig;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 
 /// Shared state of one gateway instance; cheap to clone (every field is a handle).
 #[derive(Clone, Debug)]
@@ -22,6 +23,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Owns every connection task, so shutdown can wait until each has said goodbye.
     pub tasks: TaskTracker,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {

@@ -333,3 +333,68 @@ async fn garbage_on_the_herald_protocol_closes_only_the_sender() {
     instance.publish("still served").await;
     assert_eq!(next_text(&mut bystander).await, "still served");
 }
+
+#[tokio::test]
+async fn metrics_count_connections_deliveries_and_closes() {
+    let instance = Instance::start(GatewayConfig {
+        max_client_message_bytes: 1024,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let mut reader = instance.client().await;
+    let mut too_big = instance.client().await;
+    too_big.send(Message::text("y".repeat(4096))).await.unwrap();
+    assert_eq!(
+        close_code(&mut too_big, Duration::from_secs(5)).await,
+        Some(1009)
+    );
+    instance.publish("counted").await;
+    assert_eq!(next_text(&mut reader).await, "counted");
+
+    let url = instance
+        .url
+        .replace("ws://", "http://")
+        .replace("/ws/notifications", "/metrics");
+    let value = |body: &str, name: &str| {
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    // The refused client's task finishes its closing handshake just after the client saw the code.
+    let mut body = String::new();
+    for _ in 0..200 {
+        body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        if value(&body, "herald_connections ").as_deref() == Some("1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let value = |name: &str| value(&body, name);
+    assert_eq!(value("herald_connections ").as_deref(), Some("1"), "{body}");
+    assert_eq!(
+        value("herald_messages_total ").as_deref(),
+        Some("1"),
+        "{body}"
+    );
+    assert_eq!(
+        value("herald_deliveries_total ").as_deref(),
+        Some("1"),
+        "{body}"
+    );
+    assert_eq!(
+        value("herald_broker_connected ").as_deref(),
+        Some("1"),
+        "{body}"
+    );
+    assert_eq!(
+        value("herald_closes_total{code=\"1009\"}").as_deref(),
+        Some("1"),
+        "{body}"
+    );
+    assert_eq!(
+        value("herald_closes_total{code=\"4000\"}").as_deref(),
+        Some("0"),
+        "{body}"
+    );
+}

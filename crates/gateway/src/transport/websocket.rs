@@ -347,6 +347,7 @@ pub fn rejection_response(rejection: &WebSocketUpgradeRejection) -> Response {
 async fn finish(socket: &mut WebSocket, ended: Ended, state: &AppState) {
     if let Ended::Close(code) = ended {
         debug!(%code, "closing");
+        state.metrics.closed(code);
         // A slow consumer's socket is full: give the close frame as long as any write.
         let grace = if code == CloseCode::SlowConsumer {
             state.config.write_timeout
