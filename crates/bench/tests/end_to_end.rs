@@ -3,77 +3,16 @@
 //! Redis channel, forward every message to every client as one text frame)
 //! stand in for Herald. Skips, saying so, when `redis-server` is not installed.
 
-use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use herald_bench::{BenchArgs, BenchError};
+use herald_testkit::{RedisServer, free_port};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-/// A `redis-server` on a free port, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    /// Starts one, or returns `None` (after saying why) if `redis-server` is not installed.
-    fn start() -> Option<Redis> {
-        let port = free_port();
-        let child = match Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => {
-                eprintln!("skipping: cannot start redis-server ({e})");
-                return None;
-            }
-        };
-        let redis = Redis { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start listening"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = StdListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
-}
 
 /// How the fake gateway misbehaves, if at all.
 #[derive(Clone, Copy, Default)]
@@ -167,7 +106,7 @@ fn args(urls: Vec<String>, redis_url: String, channel: &str) -> BenchArgs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_reaches_every_client_across_two_gateways() {
-    let Some(redis) = Redis::start() else { return };
+    let redis = RedisServer::start().await;
     let a = fake_gateway(&redis.url(), "events", Faults::default()).await;
     let b = fake_gateway(&redis.url(), "events", Faults::default()).await;
     let report = herald_bench::run(args(vec![a, b], redis.url(), "events"))
@@ -205,7 +144,7 @@ async fn every_message_reaches_every_client_across_two_gateways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_disconnects_are_counted_with_their_close_code() {
-    let Some(redis) = Redis::start() else { return };
+    let redis = RedisServer::start().await;
     let faults = Faults {
         close_first_after: Some(10),
         ..Faults::default()
@@ -233,7 +172,7 @@ async fn early_disconnects_are_counted_with_their_close_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_that_never_subscribes_is_a_clear_error() {
-    let Some(redis) = Redis::start() else { return };
+    let redis = RedisServer::start().await;
     let faults = Faults {
         no_subscribe: true,
         ..Faults::default()

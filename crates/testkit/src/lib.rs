@@ -45,7 +45,7 @@ pub fn redis_server_binary() -> PathBuf {
 /// A `redis-server` child process on its own port, with no persistence. Killed on drop.
 pub struct RedisServer {
     pub port: u16,
-    child: Option<Child>,
+    process: Option<ChildProcess>,
 }
 
 impl RedisServer {
@@ -56,7 +56,10 @@ impl RedisServer {
 
     /// Starts a server on `port` and waits until it answers PING.
     pub async fn start_on(port: u16) -> Self {
-        let mut server = RedisServer { port, child: None };
+        let mut server = RedisServer {
+            port,
+            process: None,
+        };
         server.restart().await;
         server
     }
@@ -68,53 +71,46 @@ impl RedisServer {
 
     /// Kills the server (SIGKILL: like a crash, no goodbye to clients).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // A paused server must be thawed to die promptly.
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // Dropping the process kills it.
+        self.process = None;
     }
 
     /// Freezes the server (SIGSTOP): its sockets stay open but it answers nothing,
     /// like a wedged server or a half-dead network path.
     pub fn pause(&self) {
-        self.signal("-STOP");
+        self.process
+            .as_ref()
+            .expect("redis-server is running")
+            .pause();
     }
 
     /// Thaws a paused server (SIGCONT).
     pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        send_signal(
-            self.child.as_ref().expect("redis-server is running"),
-            signal,
-        );
+        self.process
+            .as_ref()
+            .expect("redis-server is running")
+            .resume();
     }
 
     /// Starts the server again on the same port, empty, and waits until it answers.
     pub async fn restart(&mut self) {
         self.kill();
-        let child = Command::new(redis_server_binary())
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        self.child = Some(child);
+        let port = self.port.to_string();
+        let args = [
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ];
+        self.process = Some(ChildProcess::start(
+            &redis_server_binary(),
+            "redis-server",
+            &args,
+        ));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(mut conn) = self.connection().await
@@ -173,12 +169,6 @@ impl RedisServer {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

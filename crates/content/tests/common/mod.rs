@@ -120,13 +120,13 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// Starts one, or returns `None` (after saying why) where PostgreSQL is not installed.
-    pub async fn start() -> Option<Postgres> {
+    /// Starts one. Fails, saying how to install it, where PostgreSQL is not installed:
+    /// a skipped test would let CI pass without ever touching PostgreSQL.
+    pub async fn start() -> Postgres {
         let Some(bin) = postgres_bin() else {
-            println!(
-                "SKIPPED: PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); apt-get install postgresql to run this test"
+            panic!(
+                "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): run `apt-get install -y postgresql` (or scripts/test.sh, which does it)"
             );
-            return None;
         };
         let dir = TempDir::new("pg");
         let data = dir.path().join("data");
@@ -199,7 +199,7 @@ impl Postgres {
         };
         for _ in 0..300 {
             if sqlx::PgPool::connect(&server.url()).await.is_ok() {
-                return Some(server);
+                return server;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
