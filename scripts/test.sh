@@ -11,21 +11,25 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# Installs Debian packages whose command is missing. Root only: otherwise, say what to run.
+# Installs Debian packages. Root only: otherwise, say what to run.
+apt_install() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing packages: $*; install them with: sudo apt-get install -y $*" >&2
+    exit 1
+  fi
+  step "installing $*"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# apt_ensure COMMAND PACKAGE [COMMAND PACKAGE …]: installs each package whose command is missing.
 apt_ensure() {
   local missing=()
   while [ $# -gt 0 ]; do
     command -v "$1" >/dev/null 2>&1 || missing+=("$2")
     shift 2
   done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "missing packages: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
-    exit 1
-  fi
-  step "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 
 # Node.js comes with the machine; Debian's own nodejs is too old for Vite and the client's tests.
@@ -39,7 +43,7 @@ require_node() {
 apt_ensure redis-server redis-server
 # The content service's PostgreSQL tests start their own server with initdb, which is not on PATH.
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  apt_ensure initdb-not-on-path postgresql
+  apt_install postgresql
 fi
 
 step "cargo fmt --check"

@@ -50,11 +50,6 @@ pub struct HistoryRuleError {
 }
 
 impl HistoryRules {
-    /// No channel keeps history.
-    pub fn none() -> Self {
-        HistoryRules::default()
-    }
-
     /// Parses rules like `news:*=1000/24h`.
     pub fn parse<'a>(rules: impl IntoIterator<Item = &'a str>) -> Result<Self, HistoryRuleError> {
         let mut parsed = Vec::new();

@@ -84,9 +84,9 @@ impl Interest {
         }
     }
 
-    /// Every wanted channel, e.g. to subscribe to on a fresh connection.
-    pub fn wanted(&self) -> Vec<ChannelName> {
-        self.lock_wanted().iter().cloned().collect()
+    /// How many channels are wanted.
+    pub fn wanted_count(&self) -> usize {
+        self.lock_wanted().len()
     }
 
     /// Records that the bus confirmed these subscriptions and wakes whoever waits for them.

@@ -288,7 +288,7 @@ impl Subscriber {
         if let Err(why) = self.fill_gaps().await {
             return Ended::Lost(why);
         }
-        let resubscribed = self.interest.wanted().len();
+        let resubscribed = self.interest.wanted_count();
         self.status.send_replace(BrokerStatus::Connected);
         info!(channels = resubscribed, "redis subscriber connected");
         backoff.reset();

@@ -131,11 +131,6 @@ impl Authenticator {
         }
     }
 
-    /// Whether tokens can be checked at all.
-    pub fn is_configured(&self) -> bool {
-        self.verifier.is_some()
-    }
-
     /// The identity a request presents: anonymous without a token.
     pub fn authenticate(&self, token: Option<&str>) -> Result<Identity, AuthError> {
         let Some(token) = token else {

@@ -55,19 +55,6 @@ impl Frame {
             Err(_) => Frame::Binary(payload),
         }
     }
-
-    /// The payload bytes, whatever the frame kind.
-    pub fn len(&self) -> usize {
-        match self {
-            Frame::Text(text) => text.as_str().len(),
-            Frame::Binary(bytes) => bytes.len(),
-        }
-    }
-
-    /// Whether the payload is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// A client's outbound queue and kick switch in one small allocation.

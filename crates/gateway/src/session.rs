@@ -222,16 +222,6 @@ impl Subscriptions {
     pub fn position(&self, channel: &ChannelName) -> Option<&Position> {
         self.channels.get(channel).and_then(Option::as_ref)
     }
-
-    /// How many channels the client holds.
-    pub fn len(&self) -> usize {
-        self.channels.len()
-    }
-
-    /// Whether the client holds no channel.
-    pub fn is_empty(&self) -> bool {
-        self.channels.is_empty()
-    }
 }
 
 impl Drop for Subscriptions {

@@ -438,11 +438,11 @@ async fn sse_resumes_from_last_event_id_on_another_instance() {
     assert_eq!(subscribed["recovered"], true);
     for n in 1..=100 {
         let event = stream.next_event().await;
-        if event.event == "subscribed" {
-            // The second channel's subscription may come between messages of the first? No: it
-            // comes after all of the first's recovered messages.
-            panic!("subscribed frame interleaved with recovered messages");
-        }
+        // The second channel's `subscribed` comes only after all of the first's recovered messages.
+        assert_eq!(
+            event.event, "message",
+            "recovered messages must not be interleaved: {event:?}"
+        );
         let message: Value = serde_json::from_str(&event.data).unwrap();
         assert_eq!(message["data"]["n"], n);
         assert!(event.id.unwrap().contains(&format!(".{},", n + 1)));

@@ -9,7 +9,6 @@
 //! proxies from closing an idle stream), and stop on shutdown or expiry.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -269,6 +268,3 @@ fn id_line(
     });
     Bytes::from(format!("id: {}\n", encode_sse_id(positions)))
 }
-
-/// How long a stream may stay silent before a proxy might cut it; pings come well before.
-pub const MAX_SILENCE: Duration = Duration::from_secs(60);
