@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Authenticator;
+use crate::peer::TrustedProxies;
 use crate::policy::ChannelPolicy;
 
 /// Settings of one gateway instance.
@@ -58,6 +59,9 @@ pub struct GatewayConfig {
     pub max_publish_bytes: usize,
     /// How long a subscribe may wait for the bus to confirm before it fails with `internal`.
     pub subscribe_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` names the real client (for per-IP limits and
+    /// the headers sent upstream); nobody's by default.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for GatewayConfig {
@@ -80,6 +84,7 @@ impl Default for GatewayConfig {
             client_frame_rate: 20,
             max_publish_bytes: 64 * 1024,
             subscribe_timeout: Duration::from_secs(5),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }

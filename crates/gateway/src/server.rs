@@ -69,9 +69,12 @@ impl Gateway {
         let shutdown = self.state.shutdown.clone();
         let addr = listener.local_addr()?;
         info!(%addr, instance = %self.state.config.instance_id, "gateway listening");
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
         // Whatever ended the server, every connection is now told to leave.
         shutdown.cancel();
         self.state.tasks.close();

@@ -69,6 +69,15 @@ pub(crate) struct GatewayArgs {
     #[arg(long, env = "HERALD_BROKER_RECONNECT_MAX", default_value = "5s", value_parser = positive_duration)]
     pub(crate) broker_reconnect_max: Duration,
 
+    /// Address or network (`10.0.0.0/8`) of a proxy in front of the gateway whose
+    /// `X-Forwarded-For` names the real client; repeatable. Others' headers are ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "HERALD_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub(crate) trusted_proxies: Vec<String>,
+
     /// The web app and the content proxy.
     #[command(flatten)]
     pub(crate) edge: crate::edge_flags::EdgeArgs,
@@ -109,6 +118,10 @@ impl GatewayArgs {
             pong_timeout: self.pong_timeout,
             write_timeout: self.write_timeout,
             read_buffer_bytes: self.read_buffer_bytes as usize,
+            trusted_proxies: herald_gateway::peer::TrustedProxies::parse(
+                self.trusted_proxies.iter().map(String::as_str),
+            )
+            .context("--trusted-proxy")?,
             ..GatewayConfig::default()
         })
     }
