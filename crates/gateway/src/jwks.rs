@@ -147,10 +147,10 @@ impl Jwks {
         {
             return Ok(key);
         }
-        if self.may_fetch() {
-            if let Err(why) = self.fetch_and_store().await {
-                warn!(url = %self.url, %why, "could not fetch the JWKS; keeping the keys known");
-            }
+        if self.may_fetch()
+            && let Err(why) = self.fetch_and_store().await
+        {
+            warn!(url = %self.url, %why, "could not fetch the JWKS; keeping the keys known");
         }
         self.cached(kid)
     }
