@@ -10,6 +10,7 @@ import {
   encodeClientFrame,
   parseServerFrame,
   FrameError,
+  type AuthenticatedFrame,
   type ClientFrame,
   type ConnectedFrame,
   type ErrorFrame,
@@ -50,8 +51,15 @@ export interface HeraldClientOptions {
    * attempt moves on to the next one, round robin.
    */
   url: string | string[];
-  /** The JWT to connect with (sent as the `token` query parameter). Anonymous without one. */
+  /** The JWT to connect with (see `tokenTransport`). Anonymous without one. */
   token?: string;
+  /**
+   * How the token reaches the gateway. `"frame"` (the default): in the first
+   * frame, `{"type":"auth","token":…}`, so it never appears in a URL that
+   * proxies and access logs keep. `"query"`: as `?token=` (gateways older than
+   * the `auth` frame close a client that sends it with 4002).
+   */
+  tokenTransport?: "frame" | "query";
   /**
    * Gives a (fresh) token. Called before the first connection when `token`
    * is absent, after a 4005 (token expired: the client reconnects at once
@@ -140,8 +148,17 @@ export type ConnectionState =
   /** The connection closed with `code`; `willRetry` tells whether a reconnect follows. */
   | { state: "disconnected"; code: number; reason: string; willRetry: boolean };
 
+/** The identity the gateway confirmed for the token sent in-band. */
+export interface AuthenticatedEvent {
+  user: string | null;
+  /** Until the token expires, when it does. */
+  expiresInMs?: number;
+}
+
 export interface HeraldClientEvents {
   state: ConnectionState;
+  /** The gateway accepted the token sent in the first frame (before `state` turns `connected`). */
+  authenticated: AuthenticatedEvent;
   recovered: RecoveredEvent;
   /** Every `error` frame of the server (also delivered to the subscriptions it concerns). */
   error: ErrorFrame;
@@ -226,6 +243,9 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   private readonly urls: string[];
   private urlIndex = 0;
   private token: string | undefined;
+  private readonly tokenTransport: "frame" | "query";
+  /** The `connected` frame held back until the gateway answers this socket's `auth` frame. */
+  private authPending: { connected: ConnectedFrame | undefined } | undefined;
   private readonly getToken: HeraldClientOptions["getToken"];
   private readonly WS: WebSocketConstructor;
   private readonly backoff: Backoff;
@@ -263,6 +283,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     }
     this.urls = urls;
     this.token = options.token;
+    this.tokenTransport = options.tokenTransport ?? "frame";
     this.getToken = options.getToken;
     const WS =
       options.WebSocket ?? (globalThis as unknown as { WebSocket?: WebSocketConstructor }).WebSocket;
@@ -398,7 +419,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     this.setState({ state: "connecting", url, attempt: this.attempt });
     let socket: WebSocketLike;
     try {
-      socket = new this.WS(withToken(url, this.token));
+      socket = new this.WS(this.tokenTransport === "query" ? withToken(url, this.token) : url);
     } catch (err) {
       // A URL the WebSocket constructor refuses will not get better: stop.
       this.running = false;
@@ -407,6 +428,18 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
       return;
     }
     this.socket = socket;
+    this.authPending = undefined;
+    const token = this.token;
+    socket.onopen = () => {
+      if (gen !== this.generation || this.tokenTransport !== "frame" || token === undefined) return;
+      // The first frame, before the gateway says `connected`: `send()` would wait for that.
+      try {
+        socket.send(encodeClientFrame({ type: "auth", token }));
+        this.authPending = { connected: undefined };
+      } catch {
+        // The close event that follows decides what happens.
+      }
+    };
     socket.onmessage = (event: { data: unknown }) => {
       if (gen !== this.generation) return;
       if (typeof event.data !== "string") return; // `/ws` sends only text frames
@@ -434,6 +467,8 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     switch (frame.type) {
       case "connected":
         return this.onConnected(frame);
+      case "authenticated":
+        return this.onAuthenticated(frame);
       case "subscribed":
         return this.onSubscribed(frame);
       case "message":
@@ -448,6 +483,11 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   }
 
   private onConnected(frame: ConnectedFrame): void {
+    if (this.authPending) {
+      // Settled only by `authenticated`: the gateway may have said `connected` before reading the token.
+      this.authPending.connected = frame;
+      return;
+    }
     this.reachedConnected = true;
     this.connectedInfo = frame;
     this.backoff.reset();
@@ -466,6 +506,20 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     if (all.length > 0) this.sendSubscribe(all);
     this.startPinging();
     this.settleReady();
+  }
+
+  private onAuthenticated(frame: AuthenticatedFrame): void {
+    const event: AuthenticatedEvent = { user: frame.user };
+    if (frame.expires_in_ms !== undefined) event.expiresInMs = frame.expires_in_ms;
+    const pending = this.authPending;
+    if (pending) {
+      this.authPending = undefined;
+      this.emit("authenticated", event);
+      if (pending.connected) this.onConnected({ ...pending.connected, user: frame.user });
+      return;
+    }
+    if (this.connectedInfo) this.connectedInfo = { ...this.connectedInfo, user: frame.user };
+    this.emit("authenticated", event);
   }
 
   private async onClose(code: number, reason: string): Promise<void> {
@@ -537,6 +591,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     }
     this.socket = undefined;
     this.reachedConnected = false;
+    this.authPending = undefined;
   }
 
   private clearTimers(): void {

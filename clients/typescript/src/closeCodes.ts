@@ -57,6 +57,7 @@ export const CLOSE_CODES: readonly CloseCodeInfo[] = Object.freeze([
   row(4004, "unauthorized", "the token is malformed, wrongly signed or of a wrong algorithm", "stop", true),
   row(4005, "token expired", "the token's exp has passed", "reconnect-now", true),
   row(4006, "too many requests", "the client sent frames faster than --client-frame-rate", "reconnect-backoff"),
+  row(4007, "auth timeout", "no auth frame within --auth-timeout where the gateway waits for one", "reconnect-backoff"),
 ]);
 
 /** Named constants for the codes of the table. */
@@ -74,6 +75,7 @@ export const CloseCode = Object.freeze({
   Unauthorized: 4004,
   TokenExpired: 4005,
   TooManyRequests: 4006,
+  AuthTimeout: 4007,
 } as const);
 
 const BY_CODE = new Map(CLOSE_CODES.map((info) => [info.code, info]));

@@ -19,7 +19,9 @@ export interface SubscribeEntry {
 export type ClientFrame =
   | { type: "subscribe"; id?: number; channels: SubscribeEntry[] }
   | { type: "unsubscribe"; id?: number; channels: string[] }
-  | { type: "ping"; id?: number };
+  | { type: "ping"; id?: number }
+  /** The JWT in-band (docs/protocol.md, "Authentication"); no token: explicitly anonymous. */
+  | { type: "auth"; id?: number; token?: string };
 
 /** The JSON text of a client frame. */
 export function encodeClientFrame(frame: ClientFrame): string {
@@ -36,6 +38,16 @@ export interface ConnectedFrame {
   /** `null` for an anonymous client. */
   user: string | null;
   ping_interval_ms?: number;
+}
+
+/** The answer to an `auth` frame: who the connection now is. */
+export interface AuthenticatedFrame {
+  type: "authenticated";
+  id?: number;
+  /** `null` for an anonymous client. */
+  user: string | null;
+  /** Until the token expires (the connection then closes with 4005); absent when it does not. */
+  expires_in_ms?: number;
 }
 
 export interface SubscribedFrame {
@@ -90,6 +102,7 @@ export interface ErrorFrame {
 
 export type ServerFrame =
   | ConnectedFrame
+  | AuthenticatedFrame
   | SubscribedFrame
   | MessageFrame
   | UnsubscribedFrame
@@ -164,6 +177,14 @@ export function parseServerFrame(text: string): ServerFrame | undefined {
         user: typeof o.user === "string" ? o.user : null,
       };
       if (typeof o.ping_interval_ms === "number") frame.ping_interval_ms = o.ping_interval_ms;
+      return frame;
+    }
+    case "authenticated": {
+      if (o.user !== null && o.user !== undefined && typeof o.user !== "string") bad("`user` is not a string or null");
+      const frame: AuthenticatedFrame = { type: "authenticated", user: typeof o.user === "string" ? o.user : null };
+      const id = optionalId(o);
+      if (id !== undefined) frame.id = id;
+      if (typeof o.expires_in_ms === "number") frame.expires_in_ms = o.expires_in_ms;
       return frame;
     }
     case "subscribed": {

@@ -62,6 +62,10 @@ pub struct GatewayConfig {
     /// Proxies whose `X-Forwarded-For` names the real client (for per-IP limits and
     /// the headers sent upstream); nobody's by default.
     pub trusted_proxies: TrustedProxies,
+    /// How long a `/ws` connection that must authenticate in-band (auth configured,
+    /// no token in the request, no public channel) may take to send its first frame
+    /// before it is closed with 4007.
+    pub auth_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -85,6 +89,7 @@ impl Default for GatewayConfig {
             max_publish_bytes: 64 * 1024,
             subscribe_timeout: Duration::from_secs(5),
             trusted_proxies: TrustedProxies::default(),
+            auth_timeout: Duration::from_secs(5),
         }
     }
 }

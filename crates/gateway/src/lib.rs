@@ -9,6 +9,7 @@
 //! - [`edge`]: one origin for the browser — the built web app at `/` and a proxy forwarding `/api/content` to the content service.
 //! - [`session`]: a Herald-protocol client's subscriptions and recovery, shared by WebSocket and SSE.
 //! - [`auth`], [`policy`]: who a client is (JWT), and which channels it may read or that keep history.
+//! - [`jwks`]: the signing keys of a JWKS URL, cached and fetched again (rate limited) for an unknown `kid`.
 //! - [`peer`]: the client's real address, believing `X-Forwarded-For` only from `--trusted-proxy` peers.
 //! - [`publish`]: `POST /api/publish`, for services that publish over HTTP with an API key.
 //! - [`metrics`]: `GET /metrics` in Prometheus' text format, from atomics the hot path already keeps.
@@ -26,6 +27,7 @@ pub mod delivery;
 pub mod edge;
 pub mod error;
 pub mod hub;
+pub mod jwks;
 pub mod metrics;
 pub mod peer;
 pub mod policy;

@@ -104,6 +104,7 @@ impl GatewayArgs {
             max_subscriptions: protocol.max_subscriptions as usize,
             client_frame_rate: protocol.client_frame_rate,
             max_publish_bytes: protocol.max_publish_bytes as usize,
+            auth_timeout: protocol.auth_timeout,
             instance_id: self.instance_id.clone().unwrap_or_else(|| {
                 format!(
                     "{}:{}",

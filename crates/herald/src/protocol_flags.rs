@@ -8,7 +8,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use herald_broker::HistoryRules;
 use herald_broker::history::is_valid_pattern;
-use herald_gateway::auth::Authenticator;
+use herald_gateway::auth::{Authenticator, TokenRules};
+use herald_gateway::jwks::{self, Jwks};
 use herald_gateway::policy::ChannelPolicy;
 
 use crate::gateway::positive_duration;
@@ -21,12 +22,16 @@ pub(crate) struct ProtocolArgs {
         long,
         env = "HERALD_JWT_SECRET",
         hide_env_values = true,
-        conflicts_with = "jwt_public_key_file"
+        conflicts_with_all = ["jwt_public_key_file", "jwt_jwks_url"]
     )]
     pub(crate) jwt_secret: Option<String>,
 
     /// PEM public key (RSA → RS256, P-256 EC → ES256) that client JWTs are signed for.
-    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY_FILE")]
+    #[arg(
+        long,
+        env = "HERALD_JWT_PUBLIC_KEY_FILE",
+        conflicts_with = "jwt_jwks_url"
+    )]
     pub(crate) jwt_public_key_file: Option<PathBuf>,
 
     /// A channel name or prefix pattern (`news:*`) anonymous clients may read; repeatable.
@@ -65,22 +70,78 @@ pub(crate) struct ProtocolArgs {
     /// The largest publish API request body, in bytes.
     #[arg(long, env = "HERALD_MAX_PUBLISH_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(256..=16_777_216))]
     pub(crate) max_publish_bytes: u32,
+
+    /// An http URL serving the JWKS whose RS256/ES256 keys (chosen by `kid`) sign client JWTs.
+    #[arg(long, env = "HERALD_JWT_JWKS_URL")]
+    pub(crate) jwt_jwks_url: Option<String>,
+
+    /// An audience a client JWT's `aud` must name (any one of them); repeatable. Unset: `aud` is not checked.
+    #[arg(
+        long = "jwt-audience",
+        env = "HERALD_JWT_AUDIENCES",
+        value_delimiter = ','
+    )]
+    pub(crate) jwt_audiences: Vec<String>,
+
+    /// An issuer a client JWT's `iss` must equal (any one of them); repeatable. Unset: `iss` is not checked.
+    #[arg(long = "jwt-issuer", env = "HERALD_JWT_ISSUERS", value_delimiter = ',')]
+    pub(crate) jwt_issuers: Vec<String>,
+
+    /// Clock skew tolerated on a JWT's `exp` and `nbf` (0 allowed, at most 1h).
+    #[arg(long, env = "HERALD_JWT_LEEWAY", default_value = "0s", value_parser = leeway)]
+    pub(crate) jwt_leeway: Duration,
+
+    /// How long a `/ws` client that must authenticate in its first frame may take before it is closed with 4007.
+    #[arg(long, env = "HERALD_AUTH_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    pub(crate) auth_timeout: Duration,
+}
+
+/// Parses the JWT leeway: a duration from zero to one hour.
+fn leeway(text: &str) -> Result<Duration, String> {
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 0s, 30s, 1m)"))?;
+    if duration > Duration::from_secs(3600) {
+        return Err("at most 1h".to_owned());
+    }
+    Ok(duration)
 }
 
 impl ProtocolArgs {
     /// The authenticator the flags describe.
     pub(crate) fn authenticator(&self) -> Result<Arc<Authenticator>> {
-        let auth = match (&self.jwt_secret, &self.jwt_public_key_file) {
-            (Some(secret), _) => Authenticator::hs256(secret.as_bytes()).context("--jwt-secret")?,
-            (None, Some(path)) => {
+        let auth = match (
+            &self.jwt_secret,
+            &self.jwt_public_key_file,
+            &self.jwt_jwks_url,
+        ) {
+            (Some(secret), _, _) => {
+                Authenticator::hs256(secret.as_bytes()).context("--jwt-secret")?
+            }
+            (None, Some(path), _) => {
                 let pem = std::fs::read(path)
                     .with_context(|| format!("--jwt-public-key-file {}", path.display()))?;
                 Authenticator::public_key_pem(&pem)
                     .with_context(|| format!("--jwt-public-key-file {}", path.display()))?
             }
-            (None, None) => Authenticator::anonymous_only(),
+            (None, None, Some(url)) => {
+                let jwks = Jwks::new(url, jwks::DEFAULT_MIN_REFETCH, jwks::DEFAULT_MAX_AGE)
+                    .context("--jwt-jwks-url")?;
+                Authenticator::jwks(Arc::new(jwks))
+            }
+            (None, None, None) => {
+                if !self.jwt_audiences.is_empty() || !self.jwt_issuers.is_empty() {
+                    bail!(
+                        "--jwt-audience/--jwt-issuer: no JWT key is configured (set --jwt-secret, --jwt-public-key-file or --jwt-jwks-url)"
+                    );
+                }
+                Authenticator::anonymous_only()
+            }
         };
-        Ok(Arc::new(auth))
+        Ok(Arc::new(auth.with_rules(TokenRules {
+            leeway: self.jwt_leeway,
+            audiences: self.jwt_audiences.clone(),
+            issuers: self.jwt_issuers.clone(),
+        })))
     }
 
     /// The channel rules the flags describe.

@@ -51,11 +51,14 @@ pub enum CloseCode {
     TokenExpired,
     /// 4006: the client sent frames faster than allowed.
     TooManyRequests,
+    /// 4007: the gateway waited for an `auth` frame (no token in the request, no public
+    /// channel) and none came within `--auth-timeout`.
+    AuthTimeout,
 }
 
 impl CloseCode {
     /// Every code, in the order `docs/protocol.md` lists them.
-    pub const ALL: [CloseCode; 13] = [
+    pub const ALL: [CloseCode; 14] = [
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
         CloseCode::UnsupportedData,
@@ -69,6 +72,7 @@ impl CloseCode {
         CloseCode::Unauthorized,
         CloseCode::TokenExpired,
         CloseCode::TooManyRequests,
+        CloseCode::AuthTimeout,
     ];
 
     /// The number sent in the close frame.
@@ -87,6 +91,7 @@ impl CloseCode {
             CloseCode::Unauthorized => 4004,
             CloseCode::TokenExpired => 4005,
             CloseCode::TooManyRequests => 4006,
+            CloseCode::AuthTimeout => 4007,
         }
     }
 
@@ -106,6 +111,7 @@ impl CloseCode {
             CloseCode::Unauthorized => "unauthorized",
             CloseCode::TokenExpired => "token expired",
             CloseCode::TooManyRequests => "too many requests",
+            CloseCode::AuthTimeout => "auth timeout",
         }
     }
 
@@ -120,7 +126,9 @@ impl CloseCode {
             CloseCode::PingTimeout
             | CloseCode::InternalError
             | CloseCode::TooManyConnections
-            | CloseCode::TooManyRequests => ReconnectAdvice::ReconnectWithBackoff,
+            | CloseCode::TooManyRequests
+            // A client that knows the protocol sends `auth` at once; a late one was stalled.
+            | CloseCode::AuthTimeout => ReconnectAdvice::ReconnectWithBackoff,
             // The same client would send the same thing again.
             CloseCode::ProtocolError
             | CloseCode::UnsupportedData

@@ -33,6 +33,19 @@ pub enum ClientFrame {
         /// The channel names.
         channels: Vec<String>,
     },
+    /// Sets who the connection is: a JWT sent in-band instead of in the URL (where
+    /// access logs keep it). As the first frame, it settles the identity before
+    /// `connected` when the gateway waits for it; later, it replaces the identity
+    /// with a fresh token of the same user. Always answered with `authenticated` (or
+    /// a close with 4004/4005).
+    Auth {
+        /// Echoed in the reply.
+        #[serde(default)]
+        id: Option<u64>,
+        /// The JWT; absent or `null` for an explicitly anonymous client.
+        #[serde(default)]
+        token: Option<String>,
+    },
     /// An application-level ping, answered with `pong`.
     Ping {
         /// Echoed in the reply.
@@ -98,6 +111,18 @@ pub enum ServerFrame {
         id: Option<u64>,
         /// The channel.
         channel: String,
+    },
+    /// The answer to an `auth` frame: the identity the connection now has.
+    Authenticated {
+        /// The `id` of the auth frame.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The authenticated user, `null` when anonymous.
+        user: Option<String>,
+        /// Milliseconds until the token expires (and the connection closes with 4005);
+        /// absent when it does not expire.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_in_ms: Option<u64>,
     },
     /// The answer to a client `ping`.
     Pong {
@@ -226,6 +251,20 @@ mod tests {
             decode_client_frame(r#"{"type":"ping"}"#).unwrap(),
             ClientFrame::Ping { id: None }
         );
+        assert_eq!(
+            decode_client_frame(r#"{"type":"auth","id":3,"token":"a.b.c"}"#).unwrap(),
+            ClientFrame::Auth {
+                id: Some(3),
+                token: Some("a.b.c".into())
+            }
+        );
+        assert_eq!(
+            decode_client_frame(r#"{"type":"auth"}"#).unwrap(),
+            ClientFrame::Auth {
+                id: None,
+                token: None
+            }
+        );
     }
 
     #[test]
@@ -237,6 +276,7 @@ mod tests {
             r#"{"type":"dance"}"#,
             r#"{"type":"subscribe"}"#,
             r#"{"type":"subscribe","channels":[{"since":1}]}"#,
+            r#"{"type":"auth","token":42}"#,
             "[1,2]",
         ] {
             assert!(
@@ -257,6 +297,15 @@ mod tests {
         assert_eq!(
             frame.to_json(),
             r#"{"type":"subscribed","id":1,"channel":"news","position":{"offset":45,"epoch":"Zk3j2"},"recovered":true}"#
+        );
+        let frame = ServerFrame::Authenticated {
+            id: Some(3),
+            user: Some("42".into()),
+            expires_in_ms: Some(60_000),
+        };
+        assert_eq!(
+            frame.to_json(),
+            r#"{"type":"authenticated","id":3,"user":"42","expires_in_ms":60000}"#
         );
         let frame = ServerFrame::Error {
             id: None,

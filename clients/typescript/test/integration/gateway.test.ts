@@ -252,6 +252,31 @@ describe("HeraldClient against a real gateway", () => {
     }
   });
 
+  it("sends the token in the first frame, never in the URL; ?token= stays available", async () => {
+    const gw = await startGateway({ instanceId: "a", redis });
+    try {
+      const { client, states } = newClient({ url: gw.ws, token: mintJwt({ sub: "42" }) });
+      const authenticated: unknown[] = [];
+      client.on("authenticated", (e) => authenticated.push(e));
+      const mine: HeraldMessage[] = [];
+      const ready = subscribedOnce(client.subscribe("user:42", (m) => mine.push(m)));
+      await client.connect();
+      expect(states.filter((s) => s.state === "connecting").map((s) => (s as { url: string }).url)).toEqual([gw.ws]);
+      expect(client.connection?.user).toBe("42");
+      expect(authenticated).toEqual([expect.objectContaining({ user: "42" })]);
+      await ready;
+      await publish(gw, "user:42", "in-band");
+      await waitFor(() => mine.length === 1, 5000, "the personal message");
+
+      const old = newClient({ url: gw.ws, token: mintJwt({ sub: "7" }), tokenTransport: "query" });
+      await old.client.connect();
+      expect(old.client.connection?.user).toBe("7");
+      expect((old.states.find((s) => s.state === "connecting") as { url: string }).url).toBe(gw.ws);
+    } finally {
+      await gw.stop("SIGKILL");
+    }
+  });
+
   it("gets a forbidden error for another user's channel and keeps its other subscriptions", async () => {
     const gw = await startGateway({ instanceId: "a", redis });
     try {

@@ -27,6 +27,22 @@ class FakeSocket implements WebSocketLike {
     this.readyState = 1;
     this.onopen?.({});
     this.frame({ type: "connected", protocol: 1, client_id: "c1", instance_id: "a", user, ping_interval_ms: 25000 });
+    // A gateway answers the client's first-frame token.
+    if (this.authToken() !== undefined) this.frame({ type: "authenticated", user });
+  }
+  /** The token the client sent in its first frame, if it did. */
+  authToken(): string | undefined {
+    const first = this.sent[0] as { type?: string; token?: string } | undefined;
+    return first?.type === "auth" ? first.token : undefined;
+  }
+  /** What the client sent after its `auth` frame. */
+  afterAuth(): unknown[] {
+    return this.authToken() !== undefined ? this.sent.slice(1) : this.sent;
+  }
+  /** The socket opens; the gateway reads the first frame before answering. */
+  open(): void {
+    this.readyState = 1;
+    this.onopen?.({});
   }
   frame(f: object): void {
     this.onmessage?.({ data: JSON.stringify(f) });
@@ -139,7 +155,9 @@ describe("HeraldClient close-code decisions", () => {
     expect(states.at(-1)).toMatchObject({ state: "reconnecting", delayMs: 0 });
     vi.advanceTimersByTime(0);
     await flush();
-    expect(FakeSocket.last().url).toBe("ws://gw/ws?token=good");
+    expect(FakeSocket.last().url).toBe("ws://gw/ws");
+    FakeSocket.last().open();
+    expect(FakeSocket.last().authToken()).toBe("good");
     client.close();
   });
 
@@ -151,9 +169,10 @@ describe("HeraldClient close-code decisions", () => {
     client.subscribe("news:a", (m) => got.push(m));
     void client.connect();
     await flush();
-    expect(FakeSocket.last().url).toBe("ws://gw/ws?token=tok1");
+    expect(FakeSocket.last().url).toBe("ws://gw/ws");
     FakeSocket.last().accept("42");
-    expect(FakeSocket.last().sent).toEqual([{ type: "subscribe", id: 1, channels: [{ channel: "news:a" }] }]);
+    expect(FakeSocket.last().authToken()).toBe("tok1");
+    expect(FakeSocket.last().afterAuth()).toEqual([{ type: "subscribe", id: 1, channels: [{ channel: "news:a" }] }]);
     FakeSocket.last().frame({ type: "subscribed", id: 1, channel: "news:a", position: { offset: 4, epoch: "E" } });
     FakeSocket.last().frame({ type: "message", channel: "news:a", offset: 5, epoch: "E", data: 5, time: 1 });
     FakeSocket.last().serverClose(4005, "token expired");
@@ -164,9 +183,10 @@ describe("HeraldClient close-code decisions", () => {
     ]);
     vi.advanceTimersByTime(0);
     await flush();
-    expect(FakeSocket.last().url).toBe("ws://gw/ws?token=tok2");
+    expect(FakeSocket.last().url).toBe("ws://gw/ws");
     FakeSocket.last().accept("42");
-    expect(FakeSocket.last().sent[0]).toMatchObject({
+    expect(FakeSocket.last().authToken()).toBe("tok2");
+    expect(FakeSocket.last().afterAuth()[0]).toMatchObject({
       type: "subscribe",
       channels: [{ channel: "news:a", since: { offset: 5, epoch: "E" } }],
     });
@@ -274,6 +294,65 @@ describe("HeraldClient subscriptions", () => {
     await flush();
     expect(s.closedByClient).toBeDefined();
     expect(states.find((x) => x.state === "disconnected")).toMatchObject({ code: 4001, willRetry: true });
+    client.close();
+  });
+});
+
+describe("HeraldClient token transport", () => {
+  it("sends the token in the first frame, never in the URL, and is connected once the gateway answers it", async () => {
+    const { client, states } = makeClient({ token: "jwt-1" });
+    const authenticated: unknown[] = [];
+    client.on("authenticated", (e) => authenticated.push(e));
+    client.subscribe("user:42", () => {});
+    const ready = client.connect();
+    await flush();
+    const s = FakeSocket.last();
+    expect(s.url).toBe("ws://gw/ws");
+    s.open();
+    expect(s.sent).toEqual([{ type: "auth", token: "jwt-1" }]);
+    // A gateway with public channels says `connected` (anonymous) before reading the frame.
+    s.frame({ type: "connected", protocol: 1, client_id: "c1", instance_id: "a", user: null });
+    expect(states.at(-1)?.state).toBe("connecting");
+    s.frame({ type: "authenticated", user: "42", expires_in_ms: 60000 });
+    await ready;
+    expect(authenticated).toEqual([{ user: "42", expiresInMs: 60000 }]);
+    expect(states.at(-1)).toMatchObject({ state: "connected", user: "42" });
+    expect(client.connection?.user).toBe("42");
+    // Subscribes follow the auth frame, so the gateway handles them as user 42.
+    expect(s.sent.slice(1)).toEqual([{ type: "subscribe", id: 1, channels: [{ channel: "user:42" }] }]);
+    client.close();
+  });
+
+  it("an anonymous client sends no auth frame and is connected at once", async () => {
+    const { client, states } = makeClient();
+    void client.connect();
+    await flush();
+    FakeSocket.last().accept();
+    expect(FakeSocket.last().sent).toEqual([]);
+    expect(states.at(-1)).toMatchObject({ state: "connected", user: null });
+    client.close();
+  });
+
+  it("keeps the old ?token= way on request", async () => {
+    const { client, states } = makeClient({ token: "jwt 1", tokenTransport: "query" });
+    void client.connect();
+    await flush();
+    expect(FakeSocket.last().url).toBe("ws://gw/ws?token=jwt+1");
+    FakeSocket.last().accept("42");
+    expect(FakeSocket.last().sent).toEqual([]);
+    expect(states.at(-1)).toMatchObject({ state: "connected", user: "42" });
+    client.close();
+  });
+
+  it("backs off after 4007 (no auth frame in time)", async () => {
+    const { client, states } = makeClient();
+    void client.connect();
+    await flush();
+    FakeSocket.last().open();
+    FakeSocket.last().serverClose(4007, "auth timeout");
+    await flush();
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", code: 4007 });
+    expect((states.at(-1) as { delayMs: number }).delayMs).toBeGreaterThan(0);
     client.close();
   });
 });

@@ -10,7 +10,7 @@ describe("close codes", () => {
     expect(closeAction(1001)).toBe("reconnect-now");
     expect(closeAction(4000)).toBe("reconnect-now");
     expect(closeAction(4005)).toBe("reconnect-now");
-    for (const code of [1011, 4001, 4003, 4006]) expect(closeAction(code)).toBe("reconnect-backoff");
+    for (const code of [1011, 4001, 4003, 4006, 4007]) expect(closeAction(code)).toBe("reconnect-backoff");
     for (const code of [1002, 1003, 1007, 1009, 4002, 4004]) expect(closeAction(code)).toBe("stop");
   });
 

@@ -18,6 +18,15 @@ describe("parseServerFrame", () => {
       channel: "news:sport",
     });
     expect(parseServerFrame('{"type":"pong","id":3}')).toEqual({ type: "pong", id: 3 });
+    expect(parseServerFrame('{"type":"authenticated","id":4,"user":"42","expires_in_ms":599000}')).toEqual({
+      type: "authenticated",
+      id: 4,
+      user: "42",
+      expires_in_ms: 599000,
+    });
+    expect(parseServerFrame('{"type":"authenticated","user":null}')).toEqual({ type: "authenticated", user: null });
+    expect(() => parseServerFrame('{"type":"authenticated","user":7}')).toThrow(FrameError);
+    expect(encodeClientFrame({ type: "auth", id: 4, token: "eyJ" })).toBe('{"type":"auth","id":4,"token":"eyJ"}');
     expect(
       parseServerFrame('{"type":"error","id":1,"channel":"user:7","code":"forbidden","message":"user:7 is another user\'s personal channel"}'),
     ).toEqual({ type: "error", id: 1, channel: "user:7", code: "forbidden", message: "user:7 is another user's personal channel" });

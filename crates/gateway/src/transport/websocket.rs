@@ -50,6 +50,12 @@ pub trait Session: Send {
         socket: &mut WebSocket,
         config: &GatewayConfig,
     ) -> impl Future<Output = Result<(), Ended>> + Send;
+
+    /// A new expiry set by the last frame (an in-band `auth`): `Some(None)` when the
+    /// connection no longer expires, `None` when nothing changed.
+    fn renewed_deadline(&mut self) -> Option<Option<Instant>> {
+        None
+    }
 }
 
 /// `GET /ws/notifications`: the tutorial's endpoint.
@@ -141,18 +147,11 @@ pub async fn herald(
     let query_token = query_token(query.as_deref());
     // Refused after the upgrade, with a close code, because a browser sees
     // nothing of an HTTP error on a WebSocket handshake.
-    let identity = match state
-        .config
-        .auth
-        .authenticate(token_from(&headers, query_token.as_deref()))
-    {
-        Ok(identity) => identity,
-        Err(AuthError::Expired) => return refuse(upgrade, &state, CloseCode::TokenExpired),
-        Err(AuthError::Invalid(why)) => {
-            debug!(%why, "refusing a token");
-            return refuse(upgrade, &state, CloseCode::Unauthorized);
-        }
-    };
+    let handshake =
+        match handshake_from_request(&state, token_from(&headers, query_token.as_deref())).await {
+            Ok(handshake) => handshake,
+            Err(code) => return refuse(upgrade, &state, code),
+        };
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         return refuse(upgrade, &state, CloseCode::TooManyConnections);
     };
@@ -160,6 +159,10 @@ pub async fn herald(
     configure(upgrade, &state.config).on_upgrade(move |mut socket| async move {
         let _token = token;
         let _permit = permit;
+        let (identity, first) = match settle_identity(&mut socket, &state, handshake).await {
+            Ok(settled) => settled,
+            Err(ended) => return finish(&mut socket, ended, &state).await,
+        };
         let (sender, receiver) = client(state.config.client_queue);
         let id = receiver.id;
         let connected = ServerFrame::Connected {
@@ -176,18 +179,112 @@ pub async fn herald(
         {
             return;
         }
-        let expires = identity.expires_in().map(|left| Instant::now() + left);
+        let expires = identity.deadline();
         let mut session = HeraldSession {
             subscriptions: Subscriptions::new(state.hub.clone(), sender),
             identity,
             state: state.clone(),
             limit: RateLimit::per_second(state.config.client_frame_rate),
+            renewed: None,
         };
         debug!(client = %id, "herald client connected");
+        if let Some(first) = first
+            && let Err(ended) = session.on_first_frame(first, &mut socket).await
+        {
+            drop(session);
+            return finish(&mut socket, ended, &state).await;
+        }
         let ended = drive(&mut socket, receiver, &state, &mut session, expires).await;
         drop(session);
         finish(&mut socket, ended, &state).await;
     })
+}
+
+/// How a `/ws` connection's identity gets settled.
+#[derive(Debug)]
+enum Handshake {
+    /// From the request (header or `?token=`), or anonymous where that is all there can be.
+    Settled(Identity),
+    /// From the client's first frame, awaited for `--auth-timeout`.
+    FirstFrame,
+}
+
+/// Checks the request's token; without one, decides whether to wait for an `auth` frame.
+///
+/// The wait is only for a gateway with a key and no public channel: there an
+/// anonymous client can read nothing, so no client of today loses anything by
+/// it. Where channels are public, an anonymous client gets `connected` at once
+/// (as it always did), and may still send `auth` as its first frame.
+async fn handshake_from_request(
+    state: &AppState,
+    token: Option<&str>,
+) -> Result<Handshake, CloseCode> {
+    let auth = &state.config.auth;
+    if token.is_none() && auth.is_configured() && state.config.channels.public.is_empty() {
+        return Ok(Handshake::FirstFrame);
+    }
+    auth.verify(token)
+        .await
+        .map(Handshake::Settled)
+        .map_err(refusal_code)
+}
+
+fn refusal_code(error: AuthError) -> CloseCode {
+    match error {
+        AuthError::Expired => CloseCode::TokenExpired,
+        AuthError::Invalid(why) => {
+            debug!(%why, "refusing a token");
+            CloseCode::Unauthorized
+        }
+    }
+}
+
+/// The connection's identity, and a first client frame still to handle.
+///
+/// Waiting for the first frame: an `auth` frame with a token is verified (and
+/// answered with `authenticated` after `connected`); `auth` without one, or any
+/// other frame, makes the client anonymous, and that other frame is handled
+/// once connected — so a client that subscribes at once keeps working.
+async fn settle_identity(
+    socket: &mut WebSocket,
+    state: &AppState,
+    handshake: Handshake,
+) -> Result<(Identity, Option<Utf8Bytes>), Ended> {
+    if let Handshake::Settled(identity) = handshake {
+        return Ok((identity, None));
+    }
+    let deadline = Instant::now() + state.config.auth_timeout;
+    loop {
+        let next = tokio::select! {
+            () = state.shutdown.cancelled() => return Err(Ended::Close(CloseCode::GoingAway)),
+            next = tokio::time::timeout_at(deadline, socket.recv()) => next,
+        };
+        let Ok(next) = next else {
+            return Err(Ended::Close(CloseCode::AuthTimeout));
+        };
+        match next {
+            None | Some(Ok(Message::Close(_))) => return Err(Ended::Gone),
+            Some(Ok(Message::Text(text))) => {
+                let frame = decode_client_frame(text.as_str())
+                    .map_err(|_| Ended::Close(CloseCode::BadFrame))?;
+                return match frame {
+                    ClientFrame::Auth {
+                        token: Some(token), ..
+                    } => state
+                        .config
+                        .auth
+                        .verify(Some(&token))
+                        .await
+                        .map(|identity| (identity, Some(text)))
+                        .map_err(|e| Ended::Close(refusal_code(e))),
+                    _ => Ok((Identity::anonymous(), Some(text))),
+                };
+            }
+            Some(Ok(Message::Binary(_))) => return Err(Ended::Close(CloseCode::UnsupportedData)),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Err(error)) => return Err(classify(error).map_or(Ended::Gone, Ended::Close)),
+        }
+    }
 }
 
 /// The Herald protocol's dialect.
@@ -196,6 +293,73 @@ struct HeraldSession {
     identity: Identity,
     state: AppState,
     limit: RateLimit,
+    /// A deadline changed by an in-band `auth`, not yet seen by the connection loop.
+    renewed: Option<Option<Instant>>,
+}
+
+impl HeraldSession {
+    /// Handles the frame that settled the identity: an `auth` frame already verified
+    /// is only answered; any other frame is handled like every later one.
+    async fn on_first_frame(
+        &mut self,
+        text: Utf8Bytes,
+        socket: &mut WebSocket,
+    ) -> Result<(), Ended> {
+        if let Ok(ClientFrame::Auth { id, .. }) = decode_client_frame(text.as_str()) {
+            return send_text(
+                socket,
+                self.authenticated(id),
+                self.state.config.write_timeout,
+            )
+            .await;
+        }
+        let config = self.state.config.clone();
+        self.on_text(text, socket, &config).await
+    }
+
+    /// An in-band `auth` after `connected`: the same rules as at connect; a token
+    /// of another user is refused (the connection stays as it was).
+    async fn reauthenticate(
+        &mut self,
+        id: Option<u64>,
+        token: Option<String>,
+        socket: &mut WebSocket,
+    ) -> Result<(), Ended> {
+        let wait = self.state.config.write_timeout;
+        if let Some(token) = token {
+            let identity = self
+                .state
+                .config
+                .auth
+                .verify(Some(&token))
+                .await
+                .map_err(|e| Ended::Close(refusal_code(e)))?;
+            if self.identity.user.is_some() && self.identity.user != identity.user {
+                let message = "a connection's user cannot change; reconnect with the other token";
+                return send_text(
+                    socket,
+                    error_frame(id, None, ErrorCode::Forbidden, message),
+                    wait,
+                )
+                .await;
+            }
+            self.renewed = Some(identity.deadline());
+            self.identity = identity;
+        }
+        send_text(socket, self.authenticated(id), wait).await
+    }
+
+    fn authenticated(&self, id: Option<u64>) -> String {
+        ServerFrame::Authenticated {
+            id,
+            user: self.identity.user.clone(),
+            expires_in_ms: self
+                .identity
+                .expires_in()
+                .map(|left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+        }
+        .to_json()
+    }
 }
 
 impl Session for HeraldSession {
@@ -280,7 +444,12 @@ impl Session for HeraldSession {
             ClientFrame::Ping { id } => {
                 send_text(socket, ServerFrame::Pong { id }.to_json(), wait).await
             }
+            ClientFrame::Auth { id, token } => self.reauthenticate(id, token, socket).await,
         }
+    }
+
+    fn renewed_deadline(&mut self) -> Option<Option<Instant>> {
+        self.renewed.take()
     }
 }
 
@@ -387,12 +556,9 @@ pub async fn drive(
     // Registered once, not on every turn of the loop.
     let shutdown = state.shutdown.cancelled();
     tokio::pin!(shutdown);
-    let expiry = async move {
-        match expires {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
+    // Re-armed when an in-band `auth` renews the token; disarmed without an expiry.
+    let mut expiring = expires.is_some();
+    let expiry = tokio::time::sleep_until(expires.unwrap_or_else(Instant::now));
     tokio::pin!(expiry);
     // Deliveries taken from the queue; empty (and unallocated) while the client is idle.
     let mut batch = VecDeque::new();
@@ -400,7 +566,7 @@ pub async fn drive(
         tokio::select! {
             biased;
             () = &mut shutdown => return Ended::Close(CloseCode::GoingAway),
-            () = &mut expiry => return Ended::Close(CloseCode::TokenExpired),
+            () = &mut expiry, if expiring => return Ended::Close(CloseCode::TokenExpired),
             taken = receiver.take(&mut batch) => {
                 if let Err(code) = taken {
                     return Ended::Close(code);
@@ -424,6 +590,12 @@ pub async fn drive(
                     Some(Ok(Message::Text(text))) => {
                         if let Err(ended) = session.on_text(text, socket, config).await {
                             return ended;
+                        }
+                        if let Some(renewed) = session.renewed_deadline() {
+                            expiring = renewed.is_some();
+                            if let Some(at) = renewed {
+                                expiry.as_mut().reset(at);
+                            }
                         }
                     }
                     Some(Ok(Message::Binary(_))) => return Ended::Close(CloseCode::UnsupportedData),
