@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Authenticator;
+use crate::origin::AllowedOrigins;
 use crate::peer::TrustedProxies;
 use crate::policy::ChannelPolicy;
 
@@ -62,6 +63,16 @@ pub struct GatewayConfig {
     /// Proxies whose `X-Forwarded-For` names the real client (for per-IP limits and
     /// the headers sent upstream); nobody's by default.
     pub trusted_proxies: TrustedProxies,
+    /// History reads for recovery that may run at once on this instance; more queue,
+    /// so a reconnect storm cannot flood the history store.
+    pub max_concurrent_recoveries: usize,
+    /// Whether `/ws/notifications` applies the channel policy to `events` (a token
+    /// that grants it, or `events` public). Set when a JWT key is configured;
+    /// without one every client is anonymous and the tutorial's endpoint stays open.
+    pub tutorial_needs_grant: bool,
+    /// Browser origins, besides the request's own host, whose pages may open the
+    /// WebSocket and SSE routes.
+    pub allowed_origins: AllowedOrigins,
 }
 
 impl Default for GatewayConfig {
@@ -85,6 +96,9 @@ impl Default for GatewayConfig {
             max_publish_bytes: 64 * 1024,
             subscribe_timeout: Duration::from_secs(5),
             trusted_proxies: TrustedProxies::default(),
+            max_concurrent_recoveries: crate::recovery::DEFAULT_MAX_CONCURRENT_RECOVERIES,
+            tutorial_needs_grant: false,
+            allowed_origins: AllowedOrigins::default(),
         }
     }
 }

@@ -122,6 +122,9 @@ impl GatewayArgs {
                 self.trusted_proxies.iter().map(String::as_str),
             )
             .context("--trusted-proxy")?,
+            max_concurrent_recoveries: protocol.max_concurrent_recoveries as usize,
+            tutorial_needs_grant: protocol.jwt_configured(),
+            allowed_origins: protocol.allowed_origins()?,
             ..GatewayConfig::default()
         })
     }

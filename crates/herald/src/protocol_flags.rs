@@ -9,6 +9,7 @@ use clap::Args;
 use herald_broker::HistoryRules;
 use herald_broker::history::is_valid_pattern;
 use herald_gateway::auth::Authenticator;
+use herald_gateway::origin::AllowedOrigins;
 use herald_gateway::policy::ChannelPolicy;
 
 use crate::gateway::positive_duration;
@@ -65,6 +66,19 @@ pub(crate) struct ProtocolArgs {
     /// The largest publish API request body, in bytes.
     #[arg(long, env = "HERALD_MAX_PUBLISH_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(256..=16_777_216))]
     pub(crate) max_publish_bytes: u32,
+
+    /// History reads for recovery that may run at once on this instance; more wait their turn.
+    #[arg(long, env = "HERALD_MAX_CONCURRENT_RECOVERIES", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) max_concurrent_recoveries: u32,
+
+    /// A browser origin (`https://app.example.com`) whose pages may open /ws, /ws/notifications
+    /// and /sse besides this host's own; repeatable; `*` allows every origin.
+    #[arg(
+        long = "allowed-origin",
+        env = "HERALD_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub(crate) allowed_origins: Vec<String>,
 }
 
 impl ProtocolArgs {
@@ -81,6 +95,17 @@ impl ProtocolArgs {
             (None, None) => Authenticator::anonymous_only(),
         };
         Ok(Arc::new(auth))
+    }
+
+    /// Whether a JWT key is configured: then the tutorial's endpoint obeys the channel policy too.
+    pub(crate) fn jwt_configured(&self) -> bool {
+        self.jwt_secret.is_some() || self.jwt_public_key_file.is_some()
+    }
+
+    /// The origins the flags allow.
+    pub(crate) fn allowed_origins(&self) -> Result<AllowedOrigins> {
+        AllowedOrigins::parse(self.allowed_origins.iter().map(String::as_str))
+            .context("--allowed-origin")
     }
 
     /// The channel rules the flags describe.
