@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Authenticator;
+use crate::origin::AllowedOrigins;
 use crate::peer::TrustedProxies;
 use crate::policy::ChannelPolicy;
 
@@ -66,6 +67,12 @@ pub struct GatewayConfig {
     /// no token in the request, no public channel) may take to send its first frame
     /// before it is closed with 4007.
     pub auth_timeout: Duration,
+    /// History reads for recovery that may run at once on this instance; more queue,
+    /// so a reconnect storm cannot flood the history store.
+    pub max_concurrent_recoveries: usize,
+    /// Browser origins, besides the request's own host, whose pages may open the
+    /// WebSocket and SSE routes.
+    pub allowed_origins: AllowedOrigins,
 }
 
 impl Default for GatewayConfig {
@@ -90,6 +97,8 @@ impl Default for GatewayConfig {
             subscribe_timeout: Duration::from_secs(5),
             trusted_proxies: TrustedProxies::default(),
             auth_timeout: Duration::from_secs(5),
+            max_concurrent_recoveries: crate::recovery::DEFAULT_MAX_CONCURRENT_RECOVERIES,
+            allowed_origins: AllowedOrigins::default(),
         }
     }
 }

@@ -8,6 +8,8 @@
 //! - [`transport`]: how clients connect; [`transport::websocket`] holds the connection loop and the tutorial endpoint.
 //! - [`edge`]: one origin for the browser — the built web app at `/` and a proxy forwarding `/api/content` to the content service.
 //! - [`session`]: a Herald-protocol client's subscriptions and recovery, shared by WebSocket and SSE.
+//! - [`recovery`]: history reads for recovery, bounded per instance and shared by clients asking the same.
+//! - [`origin`]: the `Origin` check that keeps other sites' pages off the WebSocket and SSE routes.
 //! - [`auth`], [`policy`]: who a client is (JWT), and which channels it may read or that keep history.
 //! - [`jwks`]: the signing keys of a JWKS URL, cached and fetched again (rate limited) for an unknown `kid`.
 //! - [`peer`]: the client's real address, believing `X-Forwarded-For` only from `--trusted-proxy` peers.
@@ -29,9 +31,11 @@ pub mod error;
 pub mod hub;
 pub mod jwks;
 pub mod metrics;
+pub mod origin;
 pub mod peer;
 pub mod policy;
 pub mod publish;
+pub mod recovery;
 pub mod routes;
 pub mod server;
 pub mod session;

@@ -79,6 +79,15 @@ impl Metrics {
                 metrics::counter!("herald_closes_total", "code" => code.code().to_string())
                     .absolute(count.load(Ordering::Relaxed));
             }
+            let recoveries = state.recoveries.stats();
+            metrics::counter!("herald_recovery_reads_total")
+                .absolute(recoveries.reads.load(Ordering::Relaxed));
+            metrics::counter!("herald_recoveries_shared_total")
+                .absolute(recoveries.shared.load(Ordering::Relaxed));
+            metrics::gauge!("herald_recovery_reads_running")
+                .set(recoveries.running.load(Ordering::Relaxed) as f64);
+            metrics::gauge!("herald_recovery_reads_peak")
+                .set(recoveries.peak.load(Ordering::Relaxed) as f64);
         });
         self.recorder.handle().render()
     }

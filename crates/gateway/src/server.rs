@@ -18,6 +18,7 @@ use tracing::info;
 use crate::config::GatewayConfig;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::recovery::Recoveries;
 use crate::routes;
 use crate::state::AppState;
 
@@ -37,6 +38,10 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let background = TaskTracker::new();
         background.spawn(hub.clone().run(inbox, shutdown.clone()));
+        let recoveries = Arc::new(Recoveries::new(
+            config.max_concurrent_recoveries,
+            shutdown.clone(),
+        ));
         let state = AppState {
             hub,
             connections: Arc::new(Semaphore::new(config.max_connections)),
@@ -44,6 +49,7 @@ impl Gateway {
             shutdown,
             tasks: TaskTracker::new(),
             metrics: Arc::new(Metrics::default()),
+            recoveries,
         };
         Gateway { state, background }
     }

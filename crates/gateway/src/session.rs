@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use herald_broker::{BusMessage, MAX_RECOVERY};
 use herald_protocol::{ChannelName, ErrorCode, Position};
 use tokio::time::{Instant, timeout};
 
@@ -143,6 +143,9 @@ impl Subscriptions {
                 ));
             }
         }
+        // Every message published from here on reaches this client live, so a history
+        // read that starts after this point misses nothing: it may be shared.
+        let confirmed = state.recoveries.ticket();
         if state.config.channels.history(channel).is_none() {
             return Ok(Subscribed {
                 channel: channel.clone(),
@@ -151,34 +154,20 @@ impl Subscriptions {
                 missed: Vec::new(),
             });
         }
-        let recovery = match timeout(wait, broker.recover(channel, since, MAX_RECOVERY)).await {
-            Ok(Ok(recovery)) => recovery,
-            Ok(Err(e)) => {
-                return Err(Refusal::new(
-                    ErrorCode::Internal,
-                    format!("history is unavailable: {e}"),
-                ));
-            }
-            Err(_) => {
-                return Err(Refusal::new(
-                    ErrorCode::Internal,
-                    "history did not answer in time",
-                ));
-            }
-        };
+        let recovery = state
+            .recoveries
+            .recover(&broker, channel, since, confirmed, wait)
+            .await
+            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
         // From here on only messages after the channel's current position are new.
         self.channels
             .insert(channel.clone(), Some(recovery.position.clone()));
-        let missed = recovery
-            .messages
-            .into_iter()
-            .map(|m: BusMessage| Arc::new(Delivery::from(m)))
-            .collect();
         Ok(Subscribed {
             channel: channel.clone(),
-            position: Some(recovery.position),
+            position: Some(recovery.position.clone()),
             recovered: since.map(|_| recovery.complete),
-            missed,
+            // Copies of pointers: the deliveries, and their encodings, are shared.
+            missed: recovery.messages.clone(),
         })
     }
 
@@ -260,16 +249,36 @@ impl RateLimit {
 
     /// Takes one token; `false` when the client is over its rate.
     pub fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.updated).as_secs_f64() * self.rate)
-            .min(self.burst);
-        self.updated = now;
+        self.refill();
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
             false
         }
+    }
+
+    /// Takes one token, waiting for it when the bucket is empty.
+    ///
+    /// For work a single frame asks for (the channels of one `subscribe`): a
+    /// legitimate client resubscribing many channels at once is slowed to the
+    /// rate, never refused, and the wait ends as soon as a token is due.
+    pub async fn take(&mut self) {
+        self.refill();
+        if self.tokens < 1.0 {
+            let due = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
+            tokio::time::sleep(due).await;
+            self.refill();
+        }
+        // Sleep may wake a hair early; the token is due, so never go below zero by more.
+        self.tokens = (self.tokens - 1.0).max(0.0);
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.updated).as_secs_f64() * self.rate)
+            .min(self.burst);
+        self.updated = now;
     }
 }
 
@@ -287,5 +296,25 @@ mod tests {
         tokio::time::advance(std::time::Duration::from_millis(400)).await;
         assert!(limit.allow() && limit.allow());
         assert!(!limit.allow());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn taking_past_the_burst_waits_for_the_rate() {
+        let mut limit = RateLimit::per_second(5);
+        let start = Instant::now();
+        for _ in 0..10 {
+            limit.take().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "the burst is free");
+        for _ in 0..5 {
+            limit.take().await;
+        }
+        // Five more tokens at five a second.
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(990) && waited <= Duration::from_millis(1010),
+            "{waited:?}"
+        );
+        assert!(!limit.allow(), "the paced tokens were spent");
     }
 }

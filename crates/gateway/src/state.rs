@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::GatewayConfig;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::recovery::Recoveries;
 
 /// Shared state of one gateway instance; cheap to clone (every field is a handle).
 #[derive(Clone, Debug)]
@@ -25,6 +26,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// History reads for recovery: bounded in number, shared between clients asking the same.
+    pub recoveries: Arc<Recoveries>,
 }
 
 impl AppState {

@@ -123,6 +123,8 @@ impl GatewayArgs {
                 self.trusted_proxies.iter().map(String::as_str),
             )
             .context("--trusted-proxy")?,
+            max_concurrent_recoveries: protocol.max_concurrent_recoveries as usize,
+            allowed_origins: protocol.allowed_origins()?,
             ..GatewayConfig::default()
         })
     }

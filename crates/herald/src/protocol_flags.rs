@@ -10,6 +10,7 @@ use herald_broker::HistoryRules;
 use herald_broker::history::is_valid_pattern;
 use herald_gateway::auth::{Authenticator, TokenRules};
 use herald_gateway::jwks::{self, Jwks};
+use herald_gateway::origin::AllowedOrigins;
 use herald_gateway::policy::ChannelPolicy;
 
 use crate::gateway::positive_duration;
@@ -94,6 +95,19 @@ pub(crate) struct ProtocolArgs {
     /// How long a `/ws` client that must authenticate in its first frame may take before it is closed with 4007.
     #[arg(long, env = "HERALD_AUTH_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
     pub(crate) auth_timeout: Duration,
+
+    /// History reads for recovery that may run at once on this instance; more wait their turn.
+    #[arg(long, env = "HERALD_MAX_CONCURRENT_RECOVERIES", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) max_concurrent_recoveries: u32,
+
+    /// A browser origin (`https://app.example.com`) whose pages may open /ws, /ws/notifications
+    /// and /sse besides this host's own; repeatable; `*` allows every origin.
+    #[arg(
+        long = "allowed-origin",
+        env = "HERALD_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub(crate) allowed_origins: Vec<String>,
 }
 
 /// Parses the JWT leeway: a duration from zero to one hour.
@@ -142,6 +156,12 @@ impl ProtocolArgs {
             audiences: self.jwt_audiences.clone(),
             issuers: self.jwt_issuers.clone(),
         })))
+    }
+
+    /// The origins the flags allow.
+    pub(crate) fn allowed_origins(&self) -> Result<AllowedOrigins> {
+        AllowedOrigins::parse(self.allowed_origins.iter().map(String::as_str))
+            .context("--allowed-origin")
     }
 
     /// The channel rules the flags describe.

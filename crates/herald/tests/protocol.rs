@@ -565,7 +565,8 @@ async fn the_publish_api_checks_keys_and_publishes_a_retry_only_once() {
 #[tokio::test]
 async fn the_tutorial_route_gets_api_messages_as_text() {
     let redis = RedisServer::start().await;
-    let a = gateway(&redis, "a", &[]).await;
+    // With a JWT key the tutorial route obeys the channel policy: `events` must be public.
+    let a = gateway(&redis, "a", &["--public-channel", "events"]).await;
     let mut tutorial = connect(&a.tutorial_url()).await;
     redis.wait_subscribers("events", 1).await;
     publish(&a, "events", json!("Content published: Hello")).await;

@@ -560,3 +560,33 @@ fn send_signal(child: &Child, signal: &str) {
         .unwrap();
     assert!(status.success(), "kill {signal} {} failed", child.id());
 }
+
+/// Opens a WebSocket with extra request headers (e.g. `Origin`, `Authorization`).
+/// A refused handshake gives the HTTP status and the JSON body (null if not JSON).
+pub async fn connect_with_headers(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Ws, (u16, serde_json::Value)> {
+    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderName;
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(Error::Http(response)) => {
+            let body = response
+                .body()
+                .as_deref()
+                .and_then(|body| serde_json::from_slice(body).ok())
+                .unwrap_or(serde_json::Value::Null);
+            Err((response.status().as_u16(), body))
+        }
+        Err(e) => panic!("connect {url}: {e}"),
+    }
+}

@@ -47,6 +47,9 @@ pub async fn sse(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    if let Err(refused) = state.config.allowed_origins.check(&headers) {
+        return refused.into_response();
+    }
     let request = match validate(&state, &headers, query.as_deref().unwrap_or("")) {
         Ok(request) => request,
         Err(error) => return error.into_response(),

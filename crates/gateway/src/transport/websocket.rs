@@ -9,7 +9,7 @@
 //! client frame means — is a [`Session`]; every way a connection ends maps to
 //! one code from [`CloseCode`].
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
-use herald_protocol::frames::decode_client_frame;
+use herald_protocol::frames::{SubscribeTo, decode_client_frame};
 use herald_protocol::{
     ChannelName, ClientFrame, CloseCode, ErrorCode, PROTOCOL_VERSION, ServerFrame, TUTORIAL_CHANNEL,
 };
@@ -63,15 +63,26 @@ pub trait Session: Send {
 /// Every message published on the `events` channel reaches the client as one
 /// text frame holding exactly the published payload (a binary frame if the
 /// payload is not UTF-8). The endpoint only sends; text frames from the client
-/// are read and ignored (some clients send keep-alive text), binary frames
-/// close the connection with 1003.
+/// are read and ignored (some clients send keep-alive text) within the same
+/// rate and size limits as `/ws`, binary frames close the connection with 1003.
+/// When a JWT key is configured, `events` is read under the same policy as on
+/// `/ws` (see [`tutorial_admission`]).
 pub async fn tutorial_notifications(
     State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    if let Err(refused) = state.config.allowed_origins.check(&headers) {
+        return refused.into_response();
+    }
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection_response(&rejection),
+    };
+    let expires = match tutorial_admission(&state, &headers, query.as_deref()).await {
+        Ok(identity) => identity.expires_in().map(|left| Instant::now() + left),
+        Err(code) => return refuse(upgrade, &state, code),
     };
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         return refuse(upgrade, &state, CloseCode::TooManyConnections);
@@ -95,7 +106,10 @@ pub async fn tutorial_notifications(
             let _token = token;
             let _permit = permit;
             debug!(client = %id, "tutorial client connected");
-            let ended = drive(&mut socket, receiver, &state, &mut TutorialSession, None).await;
+            let mut session = TutorialSession {
+                limit: RateLimit::per_second(state.config.client_frame_rate),
+            };
+            let ended = drive(&mut socket, receiver, &state, &mut session, expires).await;
             state.hub.unsubscribe(&channel, id);
             finish(&mut socket, ended, &state).await;
         })
@@ -108,8 +122,56 @@ fn tutorial_channel() -> ChannelName {
     }
 }
 
-/// The tutorial's dialect: raw payloads out, client text ignored.
-struct TutorialSession;
+/// Who a tutorial client is, or the close code that refuses it — the same codes as `/ws`.
+///
+/// Without a JWT key every client is anonymous and the endpoint is open, as
+/// the tutorial expects. With one, reading `events` takes what subscribing to
+/// it on `/ws` takes: a token (header or `?token=`) that grants it, or `events`
+/// marked public. The refusal is a close code after the upgrade, as on `/ws`,
+/// because a browser sees nothing of an HTTP error on a WebSocket handshake;
+/// a client that may not read `events` gets 4004, like a client whose token
+/// is refused.
+async fn tutorial_admission(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Identity, CloseCode> {
+    // Without a JWT key every client is anonymous: the tutorial's endpoint stays open.
+    if !state.config.auth.is_configured() {
+        return Ok(Identity::anonymous());
+    }
+    let query_token = query_token(query);
+    let identity = match state
+        .config
+        .auth
+        .verify(token_from(headers, query_token.as_deref()))
+        .await
+    {
+        Ok(identity) => identity,
+        Err(AuthError::Expired) => return Err(CloseCode::TokenExpired),
+        Err(AuthError::Invalid(why)) => {
+            debug!(%why, "refusing a tutorial client's token");
+            return Err(CloseCode::Unauthorized);
+        }
+    };
+    match state
+        .config
+        .channels
+        .authorize(&identity, &tutorial_channel())
+    {
+        Ok(()) => Ok(identity),
+        Err(why) => {
+            debug!(%why, "refusing a tutorial client");
+            Err(CloseCode::Unauthorized)
+        }
+    }
+}
+
+/// The tutorial's dialect: raw payloads out, client text ignored within the rate limit.
+struct TutorialSession {
+    /// Ignored frames still cost reading them: the same budget as on `/ws`.
+    limit: RateLimit,
+}
 
 impl Session for TutorialSession {
     fn render(&mut self, delivery: &Delivery) -> Option<Message> {
@@ -122,7 +184,11 @@ impl Session for TutorialSession {
         _socket: &mut WebSocket,
         _config: &GatewayConfig,
     ) -> Result<(), Ended> {
-        Ok(())
+        if self.limit.allow() {
+            Ok(())
+        } else {
+            Err(Ended::Close(CloseCode::TooManyRequests))
+        }
     }
 }
 
@@ -140,6 +206,9 @@ pub async fn herald(
     RawQuery(query): RawQuery,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    if let Err(refused) = state.config.allowed_origins.check(&headers) {
+        return refused.into_response();
+    }
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection_response(&rejection),
@@ -383,20 +452,22 @@ impl Session for HeraldSession {
         let wait = config.write_timeout;
         match frame {
             ClientFrame::Subscribe { id, channels } => {
-                if channels.is_empty() {
-                    return send_text(
-                        socket,
-                        error_frame(
-                            id,
-                            None,
-                            ErrorCode::BadRequest,
-                            "subscribe names no channel",
-                        ),
-                        wait,
-                    )
-                    .await;
-                }
-                for wanted in channels {
+                let channels = match distinct_entries(channels, config.max_subscriptions) {
+                    Ok(channels) => channels,
+                    Err(why) => {
+                        return send_text(
+                            socket,
+                            error_frame(id, None, ErrorCode::BadRequest, &why),
+                            wait,
+                        )
+                        .await;
+                    }
+                };
+                for (index, wanted) in channels.into_iter().enumerate() {
+                    // The frame's own token paid for its first channel.
+                    if index > 0 {
+                        self.pace().await?;
+                    }
                     match self
                         .subscriptions
                         .subscribe(
@@ -451,6 +522,44 @@ impl Session for HeraldSession {
     fn renewed_deadline(&mut self) -> Option<Option<Instant>> {
         self.renewed.take()
     }
+}
+
+impl HeraldSession {
+    /// Charges one more channel of a `subscribe` to the client's rate budget,
+    /// waiting for the token when the budget is spent (see [`RateLimit::take`]).
+    async fn pace(&mut self) -> Result<(), Ended> {
+        tokio::select! {
+            biased;
+            () = self.state.shutdown.cancelled() => Err(Ended::Close(CloseCode::GoingAway)),
+            () = self.limit.take() => Ok(()),
+        }
+    }
+}
+
+/// The channels of one `subscribe` frame as they are served: each channel once,
+/// the first entry naming it winning (its `since` is the one used), at most
+/// `max` of them (a client cannot hold more). Each entry is one subscription
+/// and possibly one history read, so a frame repeating a channel must not do
+/// the work twice; a frame naming too many is refused whole, with nothing subscribed.
+fn distinct_entries(entries: Vec<SubscribeTo>, max: usize) -> Result<Vec<SubscribeTo>, String> {
+    if entries.is_empty() {
+        return Err("subscribe names no channel".to_owned());
+    }
+    let mut seen = HashSet::new();
+    let mut distinct = Vec::new();
+    for entry in entries {
+        if seen.contains(entry.channel.as_str()) {
+            continue;
+        }
+        if distinct.len() == max {
+            return Err(format!(
+                "a subscribe frame may name at most {max} distinct channels"
+            ));
+        }
+        seen.insert(entry.channel.clone());
+        distinct.push(entry);
+    }
+    Ok(distinct)
 }
 
 fn error_frame(id: Option<u64>, channel: Option<&str>, code: ErrorCode, message: &str) -> String {
@@ -676,4 +785,41 @@ pub async fn close(socket: &mut WebSocket, code: CloseCode, grace: Duration) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(channel: &str, since: Option<u64>) -> SubscribeTo {
+        SubscribeTo {
+            channel: channel.to_owned(),
+            since: since.map(|offset| herald_protocol::Position::new(offset, "e")),
+        }
+    }
+
+    #[test]
+    fn a_subscribe_serves_each_channel_once_the_first_entry_winning() {
+        let entries = vec![
+            entry("news:a", Some(3)),
+            entry("news:b", None),
+            entry("news:a", Some(1)),
+            entry("news:a", None),
+        ];
+        assert_eq!(
+            distinct_entries(entries, 2).unwrap(),
+            [entry("news:a", Some(3)), entry("news:b", None)]
+        );
+        // 200 copies of one channel are one channel, whatever the cap.
+        let copies = vec![entry("news:amp", Some(0)); 200];
+        assert_eq!(distinct_entries(copies, 1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_subscribe_naming_too_many_or_no_channels_is_refused() {
+        let three = vec![entry("a", None), entry("b", None), entry("c", None)];
+        assert!(distinct_entries(three.clone(), 2).is_err());
+        assert_eq!(distinct_entries(three, 3).unwrap().len(), 3);
+        assert!(distinct_entries(Vec::new(), 3).is_err());
+    }
 }
