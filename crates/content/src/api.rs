@@ -22,9 +22,9 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use herald_notifier::ApiKeys;
 use serde::Deserialize;
 use serde_json::Value;
-use herald_notifier::ApiKeys;
 use tokio::sync::Notify;
 
 use crate::error::ApiError;
@@ -102,15 +102,16 @@ async fn create(
 ) -> Result<(StatusCode, Json<Content>), ApiError> {
     // The key before the body: an unauthorized caller does not get its body buffered.
     state.write_keys.authorize(request.headers())?;
-    let Json(request) = Json::<Value>::from_request(request, &())
-        .await
-        .map_err(|rejection: JsonRejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::BadRequest(rejection.body_text())
-            }
-        })?;
+    let Json(request) =
+        Json::<Value>::from_request(request, &())
+            .await
+            .map_err(|rejection: JsonRejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::BadRequest(rejection.body_text())
+                }
+            })?;
     let new = NewContent::from_json(&request)?;
     let content = state.store.create(&new).await?;
     state.relay_wake.notify_one();

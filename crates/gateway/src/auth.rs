@@ -23,6 +23,8 @@ pub struct Identity {
     pub channels: Vec<String>,
     /// When the token expires, if it does.
     pub expires_at: Option<SystemTime>,
+    /// The token's `roles` claim (e.g. `content:write`, which the content proxy requires for writes).
+    pub roles: Vec<String>,
 }
 
 impl Identity {
@@ -64,6 +66,8 @@ struct Claims {
     exp: Option<u64>,
     #[serde(default)]
     channels: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 /// Checks tokens with the configured key, or refuses every token when none is configured.
@@ -119,6 +123,11 @@ impl Authenticator {
         }
     }
 
+    /// Whether a key is configured, i.e. users can be told apart (and so may be required to be).
+    pub fn verifies_tokens(&self) -> bool {
+        self.verifier.is_some()
+    }
+
     fn with(key: DecodingKey, algorithm: Algorithm) -> Self {
         let mut validation = Validation::new(algorithm);
         // `exp` is enforced when present; a token without one does not expire.
@@ -153,6 +162,7 @@ impl Authenticator {
         Ok(Identity {
             user: Some(claims.sub),
             channels: claims.channels,
+            roles: claims.roles,
             expires_at: claims.exp.map(|exp| UNIX_EPOCH + Duration::from_secs(exp)),
         })
     }
