@@ -7,6 +7,8 @@
 //! | case | status | body |
 //! | --- | --- | --- |
 //! | malformed request | 400 | `{"error":"bad_request","message":…}` |
+//! | a write without a configured API key, or with an unknown one | 401 | `{"error":"unauthorized","message":…}` |
+//! | a body over [`MAX_REQUEST_BYTES`](crate::api::MAX_REQUEST_BYTES) | 413 | `{"error":"payload_too_large","message":…}` |
 //! | a field breaks a rule | 422 | `{"error":"validation_failed","field":…,"message":…}` |
 //! | no such content | 404 | `{"error":"not_found"}` |
 //! | database unreachable or busy | 503 | `{"error":"unavailable","message":…}` |
@@ -18,6 +20,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tracing::error;
 
+use herald_notifier::KeyRefusal;
+
+use crate::api::MAX_REQUEST_BYTES;
 use crate::model::InvalidContent;
 use crate::page::BadPageRequest;
 use crate::store::StoreError;
@@ -28,6 +33,12 @@ pub enum ApiError {
     /// The request is malformed: not JSON, not an object, a bad cursor.
     #[error("{0}")]
     BadRequest(String),
+    /// A write came without one of the configured API keys.
+    #[error("{0}")]
+    Unauthorized(#[from] KeyRefusal),
+    /// The body is larger than [`MAX_REQUEST_BYTES`].
+    #[error("the request body is larger than {MAX_REQUEST_BYTES} bytes")]
+    PayloadTooLarge,
     /// One field breaks a rule.
     #[error("{field}: {message}")]
     Validation {
@@ -71,6 +82,14 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(message) => (
                 StatusCode::BAD_REQUEST,
                 json!({"error": "bad_request", "message": message}),
+            ),
+            ApiError::Unauthorized(refusal) => (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": KeyRefusal::CODE, "message": refusal.to_string()}),
+            ),
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "payload_too_large", "message": format!("the request body is larger than {MAX_REQUEST_BYTES} bytes")}),
             ),
             ApiError::Validation { field, message } => (
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -28,7 +28,7 @@ pub mod relay;
 pub mod service;
 pub mod store;
 
-pub use api::{ContentState, router};
+pub use api::{ContentState, MAX_REQUEST_BYTES, router};
 pub use error::ApiError;
 pub use model::{Content, NewContent};
 pub use page::{Page, PageRequest};

@@ -10,7 +10,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// The longest title accepted, in characters, after trimming.
-pub const MAX_TITLE_CHARS: usize = 200;
+///
+/// The notifier's own bound, so every title the API stores is one the
+/// notifier publishes (a longer one would be dead-lettered there).
+pub const MAX_TITLE_CHARS: usize = herald_notifier::handler::MAX_TITLE_CHARS;
 
 /// The longest body accepted, in characters.
 pub const MAX_BODY_CHARS: usize = 10_000;

@@ -13,12 +13,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use herald_notifier::{EventLog, EventLogError};
+use herald_notifier::{ApiKeys, EventLog, EventLogError};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::api::{ContentState, router};
 use crate::relay::{Relay, RelayConfig};
@@ -35,6 +35,8 @@ pub struct ContentConfig {
     pub database_url: String,
     /// The outbox relay's batch size and timings.
     pub relay: RelayConfig,
+    /// The keys `POST /api/content` accepts (`--api-key`); empty leaves creating content open to anyone.
+    pub api_keys: ApiKeys,
 }
 
 impl ContentConfig {
@@ -49,6 +51,7 @@ impl ContentConfig {
             broker_url: broker_url.into(),
             database_url: database_url.into(),
             relay: RelayConfig::default(),
+            api_keys: ApiKeys::default(),
         }
     }
 }
@@ -116,6 +119,13 @@ impl ContentService {
         })
     }
 
+    /// This service with `POST /api/content` requiring one of `keys` (open if `keys` is);
+    /// call before [`router`](Self::router).
+    pub fn with_write_keys(mut self, keys: ApiKeys) -> Self {
+        self.state = self.state.clone().with_write_keys(keys);
+        self
+    }
+
     /// The content API's routes (`/api/content`, `/api/content/{id}`), to serve or to mount.
     pub fn router(&self) -> Router {
         router(self.state.clone())
@@ -155,8 +165,14 @@ pub async fn serve(config: ContentConfig, cancel: CancellationToken) -> Result<(
             addr: config.listen,
             source,
         })?;
-    let service = ContentService::open(&config.database_url, log, config.relay.clone()).await?;
-    info!(addr = %config.listen, "content service listening");
+    let service = ContentService::open(&config.database_url, log, config.relay.clone())
+        .await?
+        .with_write_keys(config.api_keys.clone());
+    if service.state().writes_are_open() {
+        warn!(addr = %config.listen, "content service listening; POST /api/content is OPEN to anyone (close it with --api-key)");
+    } else {
+        info!(addr = %config.listen, "content service listening; POST /api/content requires an API key");
+    }
     let served = axum::serve(listener, service.router())
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await;

@@ -9,7 +9,9 @@ mod common;
 
 use axum::http::StatusCode;
 use common::scenarios;
-use common::{TempDir, create, send};
+use common::{TempDir, create, send, send_with};
+use herald_content::api::MAX_REQUEST_BYTES;
+use herald_notifier::ApiKeys;
 use serde_json::{Value, json};
 
 async fn expect_invalid(router: &axum::Router, body: Value, field: &str) {
@@ -164,4 +166,87 @@ async fn the_outbox_row_is_written_in_the_same_transaction() {
 async fn undelivered_events_survive_a_restart() {
     let dir = TempDir::new("stranded");
     scenarios::undelivered_events_survive_a_restart(&dir.sqlite_url()).await;
+}
+
+#[tokio::test]
+async fn with_keys_creating_needs_a_key_and_reading_does_not() {
+    let dir = TempDir::new("keys");
+    let (service, _events) = scenarios::open(&dir.sqlite_url()).await;
+    let service = service.with_write_keys(ApiKeys::new(["content-key-1", "content-key-2"]));
+    let router = service.router();
+    let request = json!({"title": "keyed", "body": "b"}).to_string();
+
+    for authorization in [
+        None,
+        Some("Bearer wrong"),
+        Some("Bearer content-key-1x"),
+        Some("content-key-1"),
+        Some("Basic content-key-1"),
+    ] {
+        let (status, error) = send_with(
+            &router,
+            "POST",
+            "/api/content",
+            Some(&request),
+            authorization,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{authorization:?}");
+        assert_eq!(error["error"], "unauthorized", "{authorization:?}");
+        assert!(error["message"].as_str().unwrap().contains("API key"));
+    }
+    // Refused before the body is looked at: even an invalid one gets 401, not 422.
+    let (status, _) = send(&router, "POST", "/api/content", Some(r#"{"title":""}"#)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, page) = send(&router, "GET", "/api/content", None).await;
+    assert_eq!(page["items"], json!([]), "nothing refused was stored");
+
+    for key in ["content-key-1", "content-key-2"] {
+        let (status, created) = send_with(
+            &router,
+            "POST",
+            "/api/content",
+            Some(&request),
+            Some(&format!("Bearer {key}")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+    }
+    let (status, page) = send(&router, "GET", "/api/content", None).await;
+    assert_eq!(status, StatusCode::OK, "reads stay open");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let id = items[0]["id"].as_str().unwrap();
+    let (status, _) = send(&router, "GET", &format!("/api/content/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_and_the_largest_valid_one_fits() {
+    let dir = TempDir::new("body-limit");
+    let (service, _events) = scenarios::open(&dir.sqlite_url()).await;
+    let router = service.router();
+
+    // Valid fields, padded past the limit with a field the API ignores.
+    let padding = "p".repeat(MAX_REQUEST_BYTES);
+    let over = json!({"title": "t", "extra": padding}).to_string();
+    let (status, error) = send(&router, "POST", "/api/content", Some(&over)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{error}");
+    assert_eq!(error["error"], "payload_too_large");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains(&MAX_REQUEST_BYTES.to_string())
+    );
+
+    // Every character of both fields at its limit and escaped as \u0001 still fits.
+    let largest = json!({"title": "\u{1}".repeat(200), "body": "\u{1}".repeat(10_000)}).to_string();
+    assert!(largest.len() > 60_000 && largest.len() <= MAX_REQUEST_BYTES);
+    let (status, created) = send(&router, "POST", "/api/content", Some(&largest)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (_, page) = send(&router, "GET", "/api/content", None).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    service.shutdown().await;
 }

@@ -39,6 +39,8 @@ pub struct Identity {
     /// When the token stops being accepted (its `exp` plus the leeway), if it does;
     /// never further than [`FAR_FUTURE`] from when it was checked.
     pub expires_at: Option<SystemTime>,
+    /// The token's `roles` claim (e.g. `content:write`, which the content proxy requires for writes).
+    pub roles: Vec<String>,
 }
 
 impl Identity {
@@ -103,6 +105,8 @@ struct Claims {
     nbf: Option<Value>,
     #[serde(default)]
     channels: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 /// Keeps a present `null` apart from an absent claim.
@@ -338,6 +342,7 @@ impl Authenticator {
         Ok(Identity {
             user: Some(claims.sub),
             channels: claims.channels,
+            roles: claims.roles,
             expires_at: left.map(|left| SystemTime::now() + left),
         })
     }

@@ -78,6 +78,7 @@ mod tests {
             user: Some(id.to_owned()),
             channels: channels.iter().map(|c| (*c).to_owned()).collect(),
             expires_at: None,
+            roles: Vec::new(),
         }
     }
 

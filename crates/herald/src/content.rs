@@ -12,8 +12,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use herald_broker::backoff::Backoff;
 use herald_content::ContentConfig;
-use herald_notifier::CONSUMER_GROUP;
 use herald_notifier::stream_consumer::ensure_group;
+use herald_notifier::{ApiKeys, CONSUMER_GROUP};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -38,6 +38,16 @@ pub(crate) struct ContentArgs {
         default_value = "sqlite://herald-content.db"
     )]
     pub(crate) database: String,
+
+    /// A key `POST /api/content` requires as `Authorization: Bearer KEY` (give the gateway the
+    /// same one as `--content-api-key`); repeatable. Without any, anyone may create content.
+    #[arg(
+        long = "api-key",
+        env = "HERALD_CONTENT_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub(crate) api_keys: Vec<String>,
 }
 
 /// Runs the content service until SIGINT or SIGTERM.
@@ -47,7 +57,8 @@ pub(crate) async fn run(args: ContentArgs) -> Result<()> {
     let tasks = TaskTracker::new();
     tasks.spawn(prepare_consumer_group(args.broker.clone(), cancel.clone()));
     tasks.close();
-    let config = ContentConfig::new(args.listen, args.broker.clone(), args.database.clone());
+    let mut config = ContentConfig::new(args.listen, args.broker.clone(), args.database.clone());
+    config.api_keys = ApiKeys::new(args.api_keys.iter().map(String::as_str));
     let served = herald_content::serve(config, cancel.clone())
         .await
         .with_context(|| {

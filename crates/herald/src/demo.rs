@@ -13,6 +13,11 @@
 //! With `--broker redis://…` the bus is Redis, the event log the Redis Stream
 //! `herald:domain-events`, and the notifier a member of its consumer group,
 //! still publishing through the gateway's broker.
+//!
+//! Creating content is open to anyone who can reach the port, because the
+//! page's form posts anonymously; the banner says so in one line, and
+//! `--content-api-key` closes it (then only callers sending that key may
+//! create content, and the page's form is refused).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -29,7 +34,7 @@ use herald_gateway::{Gateway, GatewayConfig};
 use herald_notifier::deliver::NOTIFICATION_HISTORY;
 use herald_notifier::memory_log::DEFAULT_MEMORY_LOG_CAPACITY;
 use herald_notifier::{
-    MemoryEventLog, StreamConsumerConfig, run_memory_consumer, run_stream_consumer,
+    ApiKeys, MemoryEventLog, StreamConsumerConfig, run_memory_consumer, run_stream_consumer,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -68,6 +73,16 @@ pub(crate) struct DemoArgs {
     /// Name of this instance, shown in the page and in /healthz.
     #[arg(long, env = "HERALD_INSTANCE_ID", default_value = "demo")]
     pub(crate) instance_id: String,
+
+    /// Require this key (`Authorization: Bearer KEY`) to create content; repeatable.
+    /// Without one, anyone who can reach the demo may create content.
+    #[arg(
+        long = "content-api-key",
+        env = "HERALD_CONTENT_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub(crate) content_api_keys: Vec<String>,
 }
 
 /// Runs the whole system in this process until SIGINT or SIGTERM.
@@ -117,7 +132,9 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         Some(url) => open_with_redis(url, &args, &broker, &tasks, &background, &cancel).await,
     };
     let content = match opened {
-        Ok(content) => content,
+        Ok(content) => content.with_write_keys(ApiKeys::new(
+            args.content_api_keys.iter().map(String::as_str),
+        )),
         Err(e) => {
             background.cancel();
             tasks.close();
@@ -149,7 +166,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         .router()
         .merge(content.router())
         .merge(web_app(args.web_dir.clone()));
-    print_banner(&listener, &args);
+    print_banner(&listener, &args, content.state().writes_are_open());
     let served = gateway.serve(listener, router).await;
 
     // The gateway is down: no request creates content any more.
@@ -208,8 +225,14 @@ fn redis_url(broker: &str) -> Result<Option<String>> {
     bail!("--broker {broker:?}: write memory:// or redis://HOST:PORT[/DB]")
 }
 
-/// Tells the person at the terminal where to look.
-fn print_banner(listener: &tokio::net::TcpListener, args: &DemoArgs) {
+/// The banner's line about who may create content.
+pub(crate) const OPEN_NOTICE: &str = "Content creation is OPEN: anyone who can reach this address may POST /api/content. Close it with --content-api-key KEY.";
+
+/// The banner's line when `--content-api-key` is given.
+pub(crate) const CLOSED_NOTICE: &str = "Content creation needs Authorization: Bearer KEY (--content-api-key); the page's form is refused.";
+
+/// Tells the person at the terminal where to look, and whether strangers may write.
+fn print_banner(listener: &tokio::net::TcpListener, args: &DemoArgs, writes_open: bool) {
     let mut addr = listener.local_addr().unwrap_or(args.listen);
     if addr.ip().is_unspecified() {
         addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -219,6 +242,12 @@ fn print_banner(listener: &tokio::net::TcpListener, args: &DemoArgs) {
     println!("  Herald demo is running: http://{addr}/");
     println!();
     println!("  Open it in two browser tabs, create content in one, and watch it appear in both.");
+    if writes_open {
+        println!("  {OPEN_NOTICE}");
+        warn!("{OPEN_NOTICE}");
+    } else {
+        println!("  {CLOSED_NOTICE}");
+    }
     if !built {
         println!(
             "  (The web app is not built: the page says how. Build it with `cd web && npm ci && npm run build`.)"

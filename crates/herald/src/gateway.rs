@@ -149,7 +149,9 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let gateway = Gateway::new(args.gateway_config()?, broker, inbox);
     cancel_on_signal(gateway.shutdown_token());
-    let router = gateway.router().merge(args.edge.router()?);
+    let router = gateway
+        .router()
+        .merge(args.edge.router(&gateway.state().config)?);
     gateway.serve(listener, router).await.context("serving")?;
     Ok(())
 }

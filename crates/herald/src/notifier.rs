@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use herald_notifier::{NotifierConfig, StreamConsumerConfig};
+use herald_notifier::{ApiKeys, NotifierConfig, StreamConsumerConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::positive_duration;
@@ -28,9 +28,23 @@ pub(crate) struct NotifierArgs {
     #[arg(long, env = "HERALD_CONSUMER")]
     pub(crate) consumer: Option<String>,
 
-    /// Also serve the function's HTTP trigger, `POST /invoke`, on this address.
+    /// Also serve the function's HTTP trigger, `POST /invoke`, on this address (needs `--api-key`
+    /// or `--insecure-open-invoke`).
     #[arg(long, env = "HERALD_LISTEN")]
     pub(crate) listen: Option<SocketAddr>,
+
+    /// A key `POST /invoke` accepts as `Authorization: Bearer KEY`; repeatable.
+    #[arg(
+        long = "api-key",
+        env = "HERALD_NOTIFIER_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub(crate) api_keys: Vec<String>,
+
+    /// Serve `POST /invoke` to anyone when no `--api-key` is given (anyone could then publish notifications).
+    #[arg(long, env = "HERALD_INSECURE_OPEN_INVOKE")]
+    pub(crate) insecure_open_invoke: bool,
 
     /// How long an event may stay unacknowledged by its notifier before another one takes it over (at least 2s).
     #[arg(long, env = "HERALD_RECLAIM_IDLE", default_value = "30s", value_parser = reclaim_idle)]
@@ -67,6 +81,8 @@ impl NotifierArgs {
             .unwrap_or_else(herald_gateway::config::hostname);
         let mut config = NotifierConfig::new(self.broker.clone(), consumer);
         config.listen = self.listen;
+        config.invoke_keys = ApiKeys::new(self.api_keys.iter().map(String::as_str));
+        config.open_invoke = self.insecure_open_invoke;
         config.stream.min_idle = self.reclaim_idle;
         config.stream.claim_interval = self.claim_interval;
         config.stream.max_deliveries = self.max_deliveries as usize;

@@ -27,6 +27,17 @@ use crate::event::{CONTENT_CREATED, DomainEvent};
 /// The channel that carries structured (JSON) notifications about content.
 pub const CONTENT_CHANNEL: &str = "news:content";
 
+/// The longest `title` a `content.created` event may carry, in characters.
+///
+/// The content API refuses longer titles (it uses this very constant), so only
+/// a caller of `POST /invoke` or a foreign writer can exceed it; without the
+/// check such a title would be published and kept in `news:content` history.
+pub const MAX_TITLE_CHARS: usize = 200;
+
+/// The longest `id` and `created_at` of a `content.created` event, in bytes
+/// (the content service writes a 36-byte UUID and a 27-byte timestamp).
+pub const MAX_SHORT_FIELD_BYTES: usize = 128;
+
 /// Why an event cannot be handled, now or ever; the runtimes dead-letter it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
@@ -100,6 +111,15 @@ fn content_created(event: &DomainEvent) -> Result<Vec<Notification>, Rejection> 
     }
     if title.trim().is_empty() {
         return Err(bad_field(event, "title", "is empty"));
+    }
+    if title.chars().count() > MAX_TITLE_CHARS {
+        return Err(bad_field(event, "title", "is longer than 200 characters"));
+    }
+    if id.len() > MAX_SHORT_FIELD_BYTES {
+        return Err(bad_field(event, "id", "is longer than 128 bytes"));
+    }
+    if created_at.len() > MAX_SHORT_FIELD_BYTES {
+        return Err(bad_field(event, "created_at", "is longer than 128 bytes"));
     }
     let structured = serde_json::json!({
         "type": CONTENT_CREATED,
@@ -187,6 +207,15 @@ mod tests {
     }
 
     #[test]
+    fn a_title_at_the_limit_passes() {
+        let json = format!(
+            r#"{{"type":"content.created","id":"c","title":"{}","created_at":"x"}}"#,
+            "é".repeat(MAX_TITLE_CHARS)
+        );
+        assert_eq!(handle(&event(&json)).unwrap().len(), 2);
+    }
+
+    #[test]
     fn unknown_types_cause_no_notifications() {
         assert_eq!(
             handle(&event(r#"{"type":"user.deleted","id":"u1"}"#)),
@@ -224,7 +253,28 @@ mod tests {
                 "is missing",
             ),
         ];
-        for (json, field, problem) in cases {
+        let long_title = format!(
+            r#"{{"type":"content.created","id":"c","title":"{}","created_at":"x"}}"#,
+            "é".repeat(MAX_TITLE_CHARS + 1)
+        );
+        let long_id = format!(
+            r#"{{"type":"content.created","id":"{}","title":"t","created_at":"x"}}"#,
+            "i".repeat(MAX_SHORT_FIELD_BYTES + 1)
+        );
+        let long_time = format!(
+            r#"{{"type":"content.created","id":"c","title":"t","created_at":"{}"}}"#,
+            "1".repeat(MAX_SHORT_FIELD_BYTES + 1)
+        );
+        let too_long = [
+            (
+                long_title.as_str(),
+                "title",
+                "is longer than 200 characters",
+            ),
+            (long_id.as_str(), "id", "is longer than 128 bytes"),
+            (long_time.as_str(), "created_at", "is longer than 128 bytes"),
+        ];
+        for (json, field, problem) in cases.into_iter().chain(too_long) {
             let rejection = handle(&event(json)).unwrap_err();
             assert_eq!(
                 rejection,

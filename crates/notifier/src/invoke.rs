@@ -4,16 +4,26 @@
 //! directly, without the event log: the event in the body is handled, its
 //! notifications are published, and the response lists them.
 //!
+//! Anyone who can call it can publish on `events` and `news:content`, so the
+//! route requires an API key ([`ApiKeys`], `Authorization: Bearer KEY`); the
+//! runtime refuses to serve it without one unless told explicitly that the
+//! route may be open ([`NotifierConfig::open_invoke`](crate::NotifierConfig::open_invoke)).
+//! A body is at most [`MAX_INVOKE_BYTES`]; the event's own fields are bounded
+//! by the handler ([`MAX_TITLE_CHARS`](crate::handler::MAX_TITLE_CHARS)).
+//!
 //! | outcome | status | body |
 //! | --- | --- | --- |
 //! | handled and published | 200 | `{"notifications":[{"channel","payload"}…]}` |
 //! | body is not JSON | 400 | `{"error":"bad_request","message":…}` |
-//! | event rejected | 422 | `{"error":"rejected","reason":…}` |
+//! | no key, or an unknown one | 401 | `{"error":"unauthorized","message":…}` |
+//! | body over [`MAX_INVOKE_BYTES`] | 413 | `{"error":"payload_too_large","message":…}` |
+//! | event rejected (a field missing, empty or too long) | 422 | `{"error":"rejected","reason":…}` |
 //! | broker unavailable | 503 | `{"error":"unavailable","message":…}` |
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -23,6 +33,7 @@ use herald_broker::{Broker, BrokerError};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::api_key::{ApiKeys, KeyRefusal};
 use crate::deliver::{Delivered, deliver_text};
 use crate::handler::{Notification, Rejection};
 
@@ -39,6 +50,12 @@ pub enum InvokeError {
     /// The body is not JSON at all.
     #[error("{0}")]
     BadRequest(String),
+    /// The caller presented no key, or an unknown one.
+    #[error("{0}")]
+    Unauthorized(#[from] KeyRefusal),
+    /// The body is larger than [`MAX_INVOKE_BYTES`].
+    #[error("the body is larger than {MAX_INVOKE_BYTES} bytes")]
+    PayloadTooLarge,
     /// The event cannot be handled.
     #[error("{0}")]
     Rejected(Rejection),
@@ -54,6 +71,14 @@ impl IntoResponse for InvokeError {
                 StatusCode::BAD_REQUEST,
                 json!({"error": "bad_request", "message": message}),
             ),
+            InvokeError::Unauthorized(refusal) => (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": KeyRefusal::CODE, "message": refusal.to_string()}),
+            ),
+            InvokeError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "payload_too_large", "message": self.to_string()}),
+            ),
             InvokeError::Rejected(rejection) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({"error": "rejected", "reason": rejection.to_string()}),
@@ -67,17 +92,47 @@ impl IntoResponse for InvokeError {
     }
 }
 
-/// The routes of the function: `POST /invoke`, publishing through `broker`.
-pub fn router(broker: Arc<dyn Broker>) -> Router {
+/// The largest `POST /invoke` body, in bytes.
+///
+/// The biggest event the content service writes (a 10,000-character body and a
+/// 200-character title, every character escaped) is about 62 KB, so this never
+/// refuses a real event while keeping a caller from making the notifier buffer
+/// axum's default of 2 MB.
+pub const MAX_INVOKE_BYTES: usize = 64 * 1024;
+
+/// What the invoke handler shares.
+#[derive(Clone)]
+struct Invoke {
+    /// Where notifications are published.
+    broker: Arc<dyn Broker>,
+    /// Who may call; open when empty.
+    keys: ApiKeys,
+}
+
+/// The routes of the function: `POST /invoke`, publishing through `broker`, for callers
+/// presenting one of `keys` (everyone, if `keys` [is open](ApiKeys::is_open)).
+pub fn router(broker: Arc<dyn Broker>, keys: ApiKeys) -> Router {
     Router::new()
         .route("/invoke", post(invoke))
-        .with_state(broker)
+        .layer(DefaultBodyLimit::max(MAX_INVOKE_BYTES))
+        .with_state(Invoke { broker, keys })
 }
 
 async fn invoke(
-    State(broker): State<Arc<dyn Broker>>,
-    body: Bytes,
+    State(Invoke { broker, keys }): State<Invoke>,
+    request: Request,
 ) -> Result<Json<InvokeResponse>, InvokeError> {
+    // The key before the body: an unauthorized caller does not get the body buffered.
+    keys.authorize(request.headers())?;
+    let body = Bytes::from_request(request, &())
+        .await
+        .map_err(|rejection: BytesRejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                InvokeError::PayloadTooLarge
+            } else {
+                InvokeError::BadRequest(rejection.body_text())
+            }
+        })?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| InvokeError::BadRequest("body is not UTF-8".to_owned()))?;
     match deliver_text(&*broker, text).await? {

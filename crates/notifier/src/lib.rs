@@ -18,11 +18,13 @@
 //! - [`stream_consumer`]: the consumer-group runtime (claims, dead letters, delivery limits).
 //! - [`memory_consumer`]: the runtime that drains the in-memory log.
 //! - [`invoke`]: the HTTP trigger, `POST /invoke`.
+//! - [`api_key`]: bearer API keys, how the services behind the gateway trust their callers.
 //! - [`runtime`]: `herald notifier` as a whole: [`NotifierConfig`] and [`run`].
 
 // Tests may unwrap: a panic there is a failed test with its message.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod api_key;
 pub mod deliver;
 pub mod event;
 pub mod event_log;
@@ -35,6 +37,7 @@ pub mod runtime;
 pub mod stream_consumer;
 mod stream_entry;
 
+pub use api_key::{ApiKeys, KeyRefusal};
 pub use event::{CONTENT_CREATED, ContentCreated, DomainEvent};
 pub use event_log::{DEAD_LETTER_STREAM, DOMAIN_EVENTS_STREAM, EventLog, EventLogError};
 pub use handler::{CONTENT_CHANNEL, Notification, Rejection, handle};

@@ -12,8 +12,9 @@ use std::net::SocketAddr;
 use herald_broker::{Broker, BrokerError, Inbox, RedisBrokerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::api_key::ApiKeys;
 use crate::invoke;
 use crate::stream_consumer::{StreamConsumerConfig, StreamConsumerError, run_stream_consumer};
 
@@ -24,6 +25,12 @@ pub struct NotifierConfig {
     pub broker_url: String,
     /// Where to serve `POST /invoke`; `None` serves no HTTP at all.
     pub listen: Option<SocketAddr>,
+    /// The keys `POST /invoke` accepts (`Authorization: Bearer KEY`). With `listen`
+    /// set and no key, [`Notifier::bind`] refuses to start unless `open_invoke`.
+    pub invoke_keys: ApiKeys,
+    /// Serve `POST /invoke` to anyone when no key is configured: an explicit
+    /// opt-out, because an open route lets any caller publish notifications.
+    pub open_invoke: bool,
     /// The consumer-group member: its name (`--consumer`) and its timings.
     pub stream: StreamConsumerConfig,
     /// Timings of the Pub/Sub connection notifications are published on.
@@ -36,6 +43,8 @@ impl NotifierConfig {
         NotifierConfig {
             broker_url: broker_url.into(),
             listen: None,
+            invoke_keys: ApiKeys::default(),
+            open_invoke: false,
             stream: StreamConsumerConfig::new(consumer),
             broker: RedisBrokerConfig::default(),
         }
@@ -56,6 +65,11 @@ pub enum NotifierError {
     /// The stream consumer's configuration or URL is unusable.
     #[error("stream consumer: {0}")]
     Consumer(#[from] StreamConsumerError),
+    /// `listen` is set but no key protects `POST /invoke`, and `open_invoke` is off.
+    #[error(
+        "POST /invoke would be open to anyone: give it an API key (--api-key), or pass --insecure-open-invoke to serve it open on purpose"
+    )]
+    InvokeWithoutKey,
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -101,6 +115,9 @@ impl Notifier {
             return Err(NotifierError::NeedsRedis(config.broker_url));
         }
         config.stream.validate()?;
+        if config.listen.is_some() && config.invoke_keys.is_open() && !config.open_invoke {
+            return Err(NotifierError::InvokeWithoutKey);
+        }
         let listener = match config.listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -149,9 +166,14 @@ impl Notifier {
                 return Ok(());
             };
             if let Ok(addr) = listener.local_addr() {
-                info!(%addr, "notifier serving POST /invoke");
+                if config.invoke_keys.is_open() {
+                    warn!(%addr, "notifier serving POST /invoke OPEN to anyone (--insecure-open-invoke)");
+                } else {
+                    info!(%addr, "notifier serving POST /invoke (API key required)");
+                }
             }
-            let result = axum::serve(listener, invoke::router(broker.clone()))
+            let router = invoke::router(broker.clone(), config.invoke_keys.clone());
+            let result = axum::serve(listener, router)
                 .with_graceful_shutdown(stop.clone().cancelled_owned())
                 .await;
             stop.cancel();

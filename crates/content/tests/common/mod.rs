@@ -56,7 +56,21 @@ pub async fn send(
     uri: &str,
     body: Option<&str>,
 ) -> (StatusCode, Value) {
+    send_with(router, method, uri, body, None).await
+}
+
+/// [`send`] with an `Authorization` header.
+pub async fn send_with(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+    authorization: Option<&str>,
+) -> (StatusCode, Value) {
     let mut request = Request::builder().method(method).uri(uri);
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
     if body.is_some() {
         request = request.header("content-type", "application/json");
     }
