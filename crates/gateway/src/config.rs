@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Authenticator;
+use crate::listener::ListenerConfig;
 use crate::peer::TrustedProxies;
 use crate::policy::ChannelPolicy;
 
@@ -62,6 +63,8 @@ pub struct GatewayConfig {
     /// Proxies whose `X-Forwarded-For` names the real client (for per-IP limits and
     /// the headers sent upstream); nobody's by default.
     pub trusted_proxies: TrustedProxies,
+    /// Socket-level timeouts and caps: header read, idle, handshake, connections, shutdown.
+    pub listener: ListenerConfig,
 }
 
 impl Default for GatewayConfig {
@@ -85,6 +88,7 @@ impl Default for GatewayConfig {
             max_publish_bytes: 64 * 1024,
             subscribe_timeout: Duration::from_secs(5),
             trusted_proxies: TrustedProxies::default(),
+            listener: ListenerConfig::default(),
         }
     }
 }
