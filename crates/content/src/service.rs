@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use herald_notifier::{EventLog, EventLogError};
@@ -18,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::api::{ContentState, router};
 use crate::relay::{Relay, RelayConfig};
@@ -35,6 +36,9 @@ pub struct ContentConfig {
     pub database_url: String,
     /// The outbox relay's batch size and timings.
     pub relay: RelayConfig,
+    /// How long open requests may take to finish after `cancel` fires; then they are
+    /// dropped, so a client holding a half-sent request cannot keep the process alive.
+    pub shutdown_timeout: Duration,
 }
 
 impl ContentConfig {
@@ -49,6 +53,7 @@ impl ContentConfig {
             broker_url: broker_url.into(),
             database_url: database_url.into(),
             relay: RelayConfig::default(),
+            shutdown_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -157,9 +162,22 @@ pub async fn serve(config: ContentConfig, cancel: CancellationToken) -> Result<(
         })?;
     let service = ContentService::open(&config.database_url, log, config.relay.clone()).await?;
     info!(addr = %config.listen, "content service listening");
-    let served = axum::serve(listener, service.router())
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await;
+    let server = axum::serve(listener, service.router())
+        .with_graceful_shutdown(cancel.clone().cancelled_owned())
+        .into_future();
+    tokio::pin!(server);
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = cancel.cancelled() => {
+            match tokio::time::timeout(config.shutdown_timeout, &mut server).await {
+                Ok(served) => served,
+                Err(_) => {
+                    warn!("requests still open at the shutdown timeout; dropping them");
+                    Ok(())
+                }
+            }
+        }
+    };
     service.shutdown().await;
     served.map_err(ContentError::Serve)
 }

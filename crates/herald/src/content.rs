@@ -41,13 +41,14 @@ pub(crate) struct ContentArgs {
 }
 
 /// Runs the content service until SIGINT or SIGTERM.
-pub(crate) async fn run(args: ContentArgs) -> Result<()> {
+pub(crate) async fn run(args: ContentArgs, shutdown_timeout: Duration) -> Result<()> {
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
     let tasks = TaskTracker::new();
     tasks.spawn(prepare_consumer_group(args.broker.clone(), cancel.clone()));
     tasks.close();
-    let config = ContentConfig::new(args.listen, args.broker.clone(), args.database.clone());
+    let mut config = ContentConfig::new(args.listen, args.broker.clone(), args.database.clone());
+    config.shutdown_timeout = shutdown_timeout;
     let served = herald_content::serve(config, cancel.clone())
         .await
         .with_context(|| {

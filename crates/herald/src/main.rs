@@ -93,8 +93,8 @@ fn run(cli: Cli) -> Result<()> {
                 herald_bench::run_cli(args).await?;
                 Ok(())
             }
-            Command::Content(args) => content::run(args).await,
-            Command::Notifier(args) => notifier::run(args).await,
+            Command::Content(args) => content::run(args, shutdown_timeout).await,
+            Command::Notifier(args) => notifier::run(args, shutdown_timeout).await,
             Command::Demo(args) => demo::run(args).await,
         }
     });

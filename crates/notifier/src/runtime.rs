@@ -8,11 +8,12 @@
 //! [`run_memory_consumer`](crate::memory_consumer::run_memory_consumer) instead.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use herald_broker::{Broker, BrokerError, Inbox, RedisBrokerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::invoke;
 use crate::stream_consumer::{StreamConsumerConfig, StreamConsumerError, run_stream_consumer};
@@ -28,6 +29,8 @@ pub struct NotifierConfig {
     pub stream: StreamConsumerConfig,
     /// Timings of the Pub/Sub connection notifications are published on.
     pub broker: RedisBrokerConfig,
+    /// How long open `/invoke` requests may take to finish once stopping; then they are dropped.
+    pub shutdown_timeout: Duration,
 }
 
 impl NotifierConfig {
@@ -38,6 +41,7 @@ impl NotifierConfig {
             listen: None,
             stream: StreamConsumerConfig::new(consumer),
             broker: RedisBrokerConfig::default(),
+            shutdown_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -151,9 +155,23 @@ impl Notifier {
             if let Ok(addr) = listener.local_addr() {
                 info!(%addr, "notifier serving POST /invoke");
             }
-            let result = axum::serve(listener, invoke::router(broker.clone()))
+            let server = axum::serve(listener, invoke::router(broker.clone()))
                 .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .await;
+                .into_future();
+            tokio::pin!(server);
+            // A client holding a half-sent request must not keep the notifier alive.
+            let result = tokio::select! {
+                served = &mut server => served,
+                () = stop.cancelled() => {
+                    match tokio::time::timeout(config.shutdown_timeout, &mut server).await {
+                        Ok(served) => served,
+                        Err(_) => {
+                            warn!("requests still open at the shutdown timeout; dropping them");
+                            Ok(())
+                        }
+                    }
+                }
+            };
             stop.cancel();
             result
         };
