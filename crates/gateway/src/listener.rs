@@ -166,12 +166,14 @@ impl ConnectionBudget {
         };
         let http = http.clamp(1, Semaphore::MAX_PERMITS);
         let streams = if max_streams > http {
+            let why = match (max_http, open_files) {
+                (Some(asked), _) if asked <= http => format!("--max-http-connections {http}"),
+                (_, Some(limit)) => format!("the open-file limit ({limit})"),
+                _ => format!("{http} connections"),
+            };
             warnings.push(format!(
-                "--max-connections {max_streams} is more than this process can hold \
-                 ({http} connections{}); holding at most {http}",
-                open_files.map_or(String::new(), |limit| format!(
-                    " with an open-file limit of {limit}"
-                ))
+                "--max-connections {max_streams} is more than {why} allows; \
+                 holding at most {http} WebSocket and SSE clients"
             ));
             http
         } else {

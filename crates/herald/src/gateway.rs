@@ -26,7 +26,8 @@ pub(crate) struct GatewayArgs {
     #[arg(long, env = "HERALD_INSTANCE_ID")]
     pub(crate) instance_id: Option<String>,
 
-    /// Most client connections this instance holds; more are closed with code 4003.
+    /// Most WebSocket and SSE clients this instance holds; more are closed with code 4003
+    /// (lowered to what the open-file limit allows).
     #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub(crate) max_connections: usize,
 
