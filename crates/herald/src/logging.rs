@@ -14,7 +14,9 @@
 //! (`tracing-appender` does the same; it is not among this workspace's
 //! dependencies, and this is all of it that Herald needs.)
 
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -43,12 +45,19 @@ enum Message {
 pub(crate) fn init(filter: &str) -> Result<Flush> {
     let env_filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| anyhow!("--log {filter:?}: {e}"))?;
+    // A descriptor of its own: a write blocked on a stalled pipe then holds no
+    // lock that anyone else writing to stderr (a panic message) would wait for.
+    let stderr = io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(File::from)
+        .context("cannot duplicate stderr for the log writer")?;
     let (sender, receiver) = sync_channel(QUEUE_LINES);
     let dropped = Arc::new(AtomicU64::new(0));
     let thread_dropped = dropped.clone();
     std::thread::Builder::new()
         .name("herald-log".to_owned())
-        .spawn(move || write_lines(receiver, &thread_dropped))
+        .spawn(move || write_lines(stderr, receiver, &thread_dropped))
         .context("cannot start the log writer thread")?;
     tracing_subscriber::fmt()
         .with_env_filter(env_filter)
@@ -65,8 +74,7 @@ pub(crate) fn init(filter: &str) -> Result<Flush> {
 }
 
 /// The writer thread: stderr, errors ignored, until every sender is gone.
-fn write_lines(receiver: Receiver<Message>, dropped: &AtomicU64) {
-    let mut stderr = io::stderr();
+fn write_lines(mut stderr: File, receiver: Receiver<Message>, dropped: &AtomicU64) {
     for message in receiver {
         match message {
             Message::Line(line) => {
@@ -141,6 +149,14 @@ impl Drop for LineWriter<'_> {
 pub(crate) struct Flush {
     /// The writer thread's queue.
     sender: SyncSender<Message>,
+}
+
+impl Flush {
+    /// Queues `line` as it is, past the log filter: what the process must say
+    /// last (its error) must not block on a stalled stderr either.
+    pub(crate) fn say(&self, line: String) {
+        let _ = self.sender.try_send(Message::Line(line.into_bytes()));
+    }
 }
 
 impl Drop for Flush {

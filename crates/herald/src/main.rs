@@ -69,15 +69,17 @@ fn main() -> ExitCode {
     };
     signals::set_shutdown_timeout(cli.shutdown_timeout);
     let result = run(cli);
-    // Queued log lines first, so the error line is the last thing said.
-    drop(logs);
-    match result {
+    // Through the log queue, after the lines already in it: the error is the
+    // last thing said, and a stalled stderr cannot hold the exit.
+    let status = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            report(&error);
+            logs.say(format!("herald: {}\n", one_line(&error)));
             ExitCode::FAILURE
         }
-    }
+    };
+    drop(logs);
+    status
 }
 
 /// Runs the chosen subcommand on a fresh runtime.
@@ -103,7 +105,7 @@ fn run(cli: Cli) -> Result<()> {
     result
 }
 
-/// Prints `herald: <what>: <why>: …` on one line of stderr, ignoring a closed stderr.
+/// Prints `herald: <what>: <why>: …` on one line of stderr (before logging is up), ignoring a closed stderr.
 fn report(error: &anyhow::Error) {
     let _ = writeln!(std::io::stderr(), "herald: {}", one_line(error));
 }

@@ -7,7 +7,6 @@
 //! that ends the process [`EXIT_GRACE`] after that timeout, whatever it is
 //! doing. That thread is the one thing not stopped by shutdown: it is what stops.
 
-use std::io::Write;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -16,6 +15,9 @@ use tracing::info;
 
 /// How long past `--shutdown-timeout` the process is given before it is ended anyway.
 pub(crate) const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the last log line is given to reach stderr before a forced exit.
+const LAST_WORDS: Duration = Duration::from_millis(200);
 
 /// The exit status of a shutdown that had to be cut short.
 const FORCED_EXIT: i32 = 1;
@@ -61,11 +63,12 @@ fn arm_exit_deadline() {
         .name("herald-exit-deadline".to_owned())
         .spawn(move || {
             std::thread::sleep(timeout + EXIT_GRACE);
-            let _ = writeln!(
-                std::io::stderr(),
-                "herald: shutdown did not finish within --shutdown-timeout {}; exiting",
+            // Through the log queue: a direct write could block on a stalled stderr.
+            tracing::error!(
+                "shutdown did not finish within --shutdown-timeout {}; exiting",
                 humantime::format_duration(timeout)
             );
+            std::thread::sleep(LAST_WORDS);
             std::process::exit(FORCED_EXIT);
         });
     if let Err(error) = spawned {

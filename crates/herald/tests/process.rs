@@ -112,6 +112,35 @@ async fn a_gateway_with_a_closed_log_pipe_serves_and_exits_on_sigterm() {
     assert!(status.success(), "{status}");
 }
 
+#[tokio::test]
+async fn a_gateway_whose_log_reader_stalls_keeps_serving_and_exits_on_sigterm() {
+    let addr = loopback_addr();
+    let listen = addr.to_string();
+    let mut child = Command::new(herald())
+        .args(["gateway", "--listen", &listen, "--broker", "memory://"])
+        .args(["--shutdown-timeout", "5s"])
+        .env("HERALD_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The log shipper hangs: it holds the pipe open and never reads, so the
+    // pipe's buffer fills and every further write would block.
+    let _stalled = child.stderr.take();
+    let mut gateway = Orphaned(child);
+    gateway.wait_serving(addr, "/healthz").await;
+    for _ in 0..50 {
+        let mut ws = connect(&format!("ws://{addr}/ws")).await;
+        herald_testkit::next_json(&mut ws).await;
+        gateway.wait_serving(addr, "/healthz").await;
+    }
+    let status = gateway
+        .terminate()
+        .await
+        .expect("the gateway did not exit on SIGTERM with its log reader stalled");
+    assert!(status.success(), "{status}");
+}
+
 /// A directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
 
