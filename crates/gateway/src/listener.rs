@@ -31,7 +31,6 @@
 //! the way axum's `into_make_service_with_connect_info` does.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -518,6 +517,13 @@ impl Conn {
         self.changed.notify_one();
     }
 
+    /// Whether the upgrade in flight has missed its deadline.
+    fn upgrade_expired(&self) -> bool {
+        lock(&self.clock)
+            .upgrade_by
+            .is_some_and(|by| by <= Instant::now())
+    }
+
     /// A response was fully written (or abandoned).
     fn request_finished(&self) {
         let mut clock = lock(&self.clock);
@@ -626,7 +632,7 @@ impl Connection {
         let this = Arc::new(self);
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let this = this.clone();
-            async move { Ok::<_, Infallible>(this.handle(request).await) }
+            async move { this.handle(request).await }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -674,8 +680,12 @@ impl Connection {
     }
 
     /// Serves one request: refuses it if this connection or its forwarded client is
-    /// over a cap, else hands it to the router with `ConnectInfo` attached.
-    async fn handle(&self, mut request: Request<Incoming>) -> Response<Guarded> {
+    /// over a cap, else hands it to the router with `ConnectInfo` attached. An
+    /// upgrade whose handshake time is already spent ends the connection unanswered.
+    async fn handle(
+        &self,
+        mut request: Request<Incoming>,
+    ) -> Result<Response<Guarded>, HandshakeExpired> {
         let upgrade = request.headers().contains_key(header::UPGRADE);
         self.conn
             .request_started(upgrade, self.listener.timeouts.handshake);
@@ -683,11 +693,14 @@ impl Connection {
             conn: self.conn.clone(),
             slot: None,
         };
+        if upgrade && self.conn.upgrade_expired() {
+            return Err(HandshakeExpired);
+        }
         if self.overflow && !is_probe(request.uri().path()) {
-            return refusal(
+            return Ok(refusal(
                 "this instance is at its connection limit; retry later",
                 guard,
-            );
+            ));
         }
         let peer_ip = self.peer.ip().to_canonical();
         if self.listener.trusted.is_trusted(peer_ip) && is_stream(&request, upgrade) {
@@ -695,10 +708,10 @@ impl Connection {
             match self.listener.per_ip.try_acquire(client) {
                 Some(slot) => guard.slot = Some(slot),
                 None => {
-                    return refusal(
+                    return Ok(refusal(
                         "too many connections from this client address; retry later",
                         guard,
-                    );
+                    ));
                 }
             }
         }
@@ -711,12 +724,18 @@ impl Connection {
             // The client now lives as long as the socket, not the (empty) response.
             *lock(&self.conn.held) = guard.slot.take();
         }
-        response.map(|inner| Guarded {
+        Ok(response.map(|inner| Guarded {
             inner,
             _guard: guard,
-        })
+        }))
     }
 }
+
+/// A WebSocket upgrade that arrived after its handshake time was spent; hyper
+/// closes a connection whose service fails, without an answer.
+#[derive(Debug, thiserror::Error)]
+#[error("the WebSocket handshake took longer than the handshake timeout")]
+struct HandshakeExpired;
 
 /// The operational endpoints that must answer even at the connection cap.
 fn is_probe(path: &str) -> bool {

@@ -155,6 +155,34 @@ async fn a_half_sent_request_is_closed_within_the_header_timeout() {
 }
 
 #[tokio::test]
+async fn a_websocket_handshake_slower_than_its_timeout_is_closed_unanswered() {
+    let gateway = GatewayProcess::start(
+        herald(),
+        "memory://",
+        "handshake",
+        &[
+            "--ws-handshake-timeout",
+            "1s",
+            "--header-read-timeout",
+            "30s",
+        ],
+    )
+    .await;
+    let request = upgrade_request("/ws", "");
+    let (start, rest) = request.split_at(20);
+    let mut stream = connect_from(loopback(1), gateway.addr).await;
+    stream.write_all(start.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = stream.write_all(rest.as_bytes()).await;
+    assert_eq!(read_head(&mut stream).await, Outcome::Closed);
+
+    // Within the timeout, the same handshake succeeds.
+    let mut stream = connect_from(loopback(1), gateway.addr).await;
+    stream.write_all(request.as_bytes()).await.unwrap();
+    assert_eq!(status_of(&read_head(&mut stream).await), Some("101"));
+}
+
+#[tokio::test]
 async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
     let gateway = GatewayProcess::start(
         herald(),
