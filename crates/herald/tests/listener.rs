@@ -448,6 +448,57 @@ async fn sigterm_ends_the_gateway_despite_a_half_sent_request() {
 }
 
 #[tokio::test]
+async fn sigterm_ends_the_gateway_despite_a_client_that_never_reads() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = addr.to_string();
+    let mut gateway = Herald::start(
+        herald(),
+        &[
+            "gateway",
+            "--listen",
+            &listen,
+            "--broker",
+            "memory://",
+            "--api-key",
+            "test-key",
+            // Neither a slow-consumer kick nor a write timeout comes to the rescue.
+            "--client-queue",
+            "1000000",
+            "--write-timeout",
+            "10m",
+            "--shutdown-timeout",
+            "2s",
+        ],
+        addr,
+    )
+    .await;
+    // Subscribed to `events`, then never reads a byte again.
+    let mut stuck = connect_from(loopback(1), addr).await;
+    stuck
+        .write_all(upgrade_request("/ws/notifications", "").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status_of(&read_head(&mut stuck).await), Some("101"));
+    // Far more than the socket buffers hold: the gateway's writes to it block.
+    let payload = "x".repeat(60_000);
+    for _ in 0..400 {
+        let (status, body) = herald_testkit::post_json(
+            addr,
+            "/api/publish",
+            Some("test-key"),
+            &serde_json::json!({ "channel": "events", "data": payload }),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let status = gateway
+        .terminate_within(Duration::from_secs(60))
+        .await
+        .expect("the gateway did not exit after SIGTERM while a client did not read");
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
 async fn with_few_file_descriptors_excess_clients_are_refused_at_once_and_health_answers() {
     // 256 descriptors: 128 reserved, 32 overflow slots, 96 connections.
     const CAP: usize = 96;
