@@ -40,7 +40,7 @@ require_node() {
   fi
 }
 
-apt_ensure redis-server redis-server
+apt_ensure redis-server redis-server prlimit util-linux
 # The content service's PostgreSQL tests start their own server with initdb, which is not on PATH.
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt_install postgresql

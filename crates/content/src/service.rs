@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use herald_notifier::{ApiKeys, EventLog, EventLogError};
@@ -37,6 +38,9 @@ pub struct ContentConfig {
     pub relay: RelayConfig,
     /// The keys `POST /api/content` accepts (`--api-key`); empty leaves creating content open to anyone.
     pub api_keys: ApiKeys,
+    /// How long open requests may take to finish after `cancel` fires; then they are
+    /// dropped, so a client holding a half-sent request cannot keep the process alive.
+    pub shutdown_timeout: Duration,
 }
 
 impl ContentConfig {
@@ -52,6 +56,7 @@ impl ContentConfig {
             database_url: database_url.into(),
             relay: RelayConfig::default(),
             api_keys: ApiKeys::default(),
+            shutdown_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -173,9 +178,22 @@ pub async fn serve(config: ContentConfig, cancel: CancellationToken) -> Result<(
     } else {
         info!(addr = %config.listen, "content service listening; POST /api/content requires an API key");
     }
-    let served = axum::serve(listener, service.router())
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await;
+    let server = axum::serve(listener, service.router())
+        .with_graceful_shutdown(cancel.clone().cancelled_owned())
+        .into_future();
+    tokio::pin!(server);
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = cancel.cancelled() => {
+            match tokio::time::timeout(config.shutdown_timeout, &mut server).await {
+                Ok(served) => served,
+                Err(_) => {
+                    warn!("requests still open at the shutdown timeout; dropping them");
+                    Ok(())
+                }
+            }
+        }
+    };
     service.shutdown().await;
     served.map_err(ContentError::Serve)
 }

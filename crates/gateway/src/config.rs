@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Authenticator;
+use crate::listener::ListenerConfig;
 use crate::origin::AllowedOrigins;
 use crate::peer::TrustedProxies;
 use crate::policy::ChannelPolicy;
@@ -73,6 +74,8 @@ pub struct GatewayConfig {
     /// Browser origins, besides the request's own host, whose pages may open the
     /// WebSocket and SSE routes.
     pub allowed_origins: AllowedOrigins,
+    /// Socket-level timeouts and caps: header read, idle, handshake, connections, shutdown.
+    pub listener: ListenerConfig,
 }
 
 impl Default for GatewayConfig {
@@ -99,6 +102,7 @@ impl Default for GatewayConfig {
             auth_timeout: Duration::from_secs(5),
             max_concurrent_recoveries: crate::recovery::DEFAULT_MAX_CONCURRENT_RECOVERIES,
             allowed_origins: AllowedOrigins::default(),
+            listener: ListenerConfig::default(),
         }
     }
 }

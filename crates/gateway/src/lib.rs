@@ -15,6 +15,7 @@
 //! - [`peer`]: the client's real address, believing `X-Forwarded-For` only from `--trusted-proxy` peers.
 //! - [`publish`]: `POST /api/publish`, for services that publish over HTTP with an API key.
 //! - [`metrics`]: `GET /metrics` in Prometheus' text format, from atomics the hot path already keeps.
+//! - [`listener`]: accepting and serving HTTP connections within limits — timeouts, connection caps from the open-file limit, per-address caps, bounded shutdown.
 //! - [`routes`]: the HTTP surface (`/ws/notifications`, `/healthz`, `/readyz`).
 //! - [`server`]: [`Gateway`], which starts the pieces and shuts them down in order.
 //! - [`state`], [`config`], [`error`]: what handlers share, the limits, and the one HTTP error shape.
@@ -30,6 +31,7 @@ pub mod edge;
 pub mod error;
 pub mod hub;
 pub mod jwks;
+pub mod listener;
 pub mod metrics;
 pub mod origin;
 pub mod peer;

@@ -1,9 +1,12 @@
 //! Starting and stopping one gateway instance.
 //!
-//! [`Gateway`] wires the pieces — broker, hub, state, router — and owns every
-//! task it starts. Shutdown follows one order: stop accepting, tell every
-//! connection to close with 1001 and wait for them, stop the hub, then the
-//! broker. Nothing is left running when [`Gateway::serve`] returns.
+//! [`Gateway`] wires the pieces — broker, hub, state, router, listener — and
+//! owns every task it starts. Shutdown follows one order: stop accepting, tell
+//! every connection to close with 1001 and wait for them, stop the hub, then
+//! the broker. Every step shares one deadline, `shutdown_timeout` after the
+//! signal: whatever has not finished by then is abandoned with a warning, so
+//! no client — a half-sent request, a reader that never reads — can keep the
+//! process alive. [`Gateway::serve`] returns by that deadline.
 
 use std::sync::Arc;
 
@@ -13,10 +16,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::GatewayConfig;
 use crate::hub::Hub;
+use crate::listener::{ConnectionBudget, Listener};
 use crate::metrics::Metrics;
 use crate::recovery::Recoveries;
 use crate::routes;
@@ -29,11 +33,29 @@ pub struct Gateway {
     state: AppState,
     /// Owns the hub's fan-out task.
     background: TaskTracker,
+    /// Accepts connections within the socket-level limits.
+    listener: Arc<Listener>,
 }
 
 impl Gateway {
     /// A gateway over `broker`, whose messages arrive in `inbox`. Starts the fan-out task.
-    pub fn new(config: GatewayConfig, broker: Arc<dyn Broker>, inbox: Inbox) -> Self {
+    ///
+    /// The connection caps are lowered to what the open-file limit allows,
+    /// with a warning for each one the configuration asked more of.
+    pub fn new(mut config: GatewayConfig, broker: Arc<dyn Broker>, inbox: Inbox) -> Self {
+        let (budget, warnings) = ConnectionBudget::for_this_process(
+            config.listener.max_http_connections,
+            config.max_connections,
+        );
+        for warning in warnings {
+            warn!("{warning}");
+        }
+        config.max_connections = budget.streams;
+        let listener = Arc::new(Listener::new(
+            &config.listener,
+            budget,
+            config.trusted_proxies.clone(),
+        ));
         let hub = Arc::new(Hub::new(broker));
         let shutdown = CancellationToken::new();
         let background = TaskTracker::new();
@@ -51,7 +73,11 @@ impl Gateway {
             metrics: Arc::new(Metrics::default()),
             recoveries,
         };
-        Gateway { state, background }
+        Gateway {
+            state,
+            background,
+            listener,
+        }
     }
 
     /// The shared state, e.g. to mount more routes on the same instance.
@@ -69,26 +95,49 @@ impl Gateway {
         self.state.shutdown.clone()
     }
 
+    /// TCP connections of every kind open now (WebSocket, SSE and plain HTTP).
+    pub fn open_http_connections(&self) -> usize {
+        self.listener.open_connections()
+    }
+
     /// Serves `router` (the gateway's own, possibly merged with others) on `listener`
-    /// until the shutdown token fires, then shuts down in order.
+    /// until the shutdown token fires, then shuts down in order within the shutdown timeout.
     pub async fn serve(self, listener: TcpListener, router: Router) -> std::io::Result<()> {
         let shutdown = self.state.shutdown.clone();
         let addr = listener.local_addr()?;
-        info!(%addr, instance = %self.state.config.instance_id, "gateway listening");
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+        info!(
+            %addr,
+            instance = %self.state.config.instance_id,
+            max_http_connections = self.listener.capacity(),
+            max_connections = self.state.config.max_connections,
+            "gateway listening"
+        );
+        let deadline = self
+            .listener
+            .clone()
+            .serve(listener, router, shutdown.clone())
+            .await;
         // Whatever ended the server, every connection is now told to leave.
         shutdown.cancel();
         self.state.tasks.close();
-        self.state.tasks.wait().await;
+        if tokio::time::timeout_at(deadline, self.state.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = self.state.tasks.len(),
+                "client connections still open at the shutdown timeout; abandoning them"
+            );
+        }
         self.background.close();
-        self.background.wait().await;
-        self.state.hub.broker().shutdown().await;
+        let stopped = async {
+            self.background.wait().await;
+            self.state.hub.broker().shutdown().await;
+        };
+        if tokio::time::timeout_at(deadline, stopped).await.is_err() {
+            warn!("the hub or the broker did not stop by the shutdown timeout; abandoning them");
+        }
         info!("gateway stopped");
-        served
+        Ok(())
     }
 }

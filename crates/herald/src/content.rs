@@ -51,7 +51,7 @@ pub(crate) struct ContentArgs {
 }
 
 /// Runs the content service until SIGINT or SIGTERM.
-pub(crate) async fn run(args: ContentArgs) -> Result<()> {
+pub(crate) async fn run(args: ContentArgs, shutdown_timeout: Duration) -> Result<()> {
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
     let tasks = TaskTracker::new();
@@ -59,6 +59,7 @@ pub(crate) async fn run(args: ContentArgs) -> Result<()> {
     tasks.close();
     let mut config = ContentConfig::new(args.listen, args.broker.clone(), args.database.clone());
     config.api_keys = ApiKeys::new(args.api_keys.iter().map(String::as_str));
+    config.shutdown_timeout = shutdown_timeout;
     let served = herald_content::serve(config, cancel.clone())
         .await
         .with_context(|| {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use herald_broker::RedisBrokerConfig;
+use herald_gateway::listener::ListenerConfig;
 use herald_gateway::{Gateway, GatewayConfig};
 
 use crate::signals::cancel_on_signal;
@@ -25,7 +26,8 @@ pub(crate) struct GatewayArgs {
     #[arg(long, env = "HERALD_INSTANCE_ID")]
     pub(crate) instance_id: Option<String>,
 
-    /// Most client connections this instance holds; more are closed with code 4003.
+    /// Most WebSocket and SSE clients this instance holds; more are closed with code 4003
+    /// (lowered to what the open-file limit allows).
     #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub(crate) max_connections: usize,
 
@@ -78,6 +80,26 @@ pub(crate) struct GatewayArgs {
     )]
     pub(crate) trusted_proxies: Vec<String>,
 
+    /// How long a connection may take to send a complete request head; slower ones are closed.
+    #[arg(long, env = "HERALD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub(crate) header_read_timeout: Duration,
+
+    /// How long a kept-alive HTTP connection may wait for its next request before it is closed.
+    #[arg(long, env = "HERALD_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+    pub(crate) http_idle_timeout: Duration,
+
+    /// How long from accepting a connection to a completed WebSocket upgrade.
+    #[arg(long, env = "HERALD_WS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub(crate) ws_handshake_timeout: Duration,
+
+    /// Most TCP connections of every kind (WebSocket, SSE, plain HTTP) [default: open-file limit - 160].
+    #[arg(long, env = "HERALD_MAX_HTTP_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_http_connections: Option<u64>,
+
+    /// Most concurrent connections from one client address (behind --trusted-proxy, the forwarded one); 0 = no cap.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub(crate) max_connections_per_ip: usize,
+
     /// The web app and the content proxy.
     #[command(flatten)]
     pub(crate) edge: crate::edge_flags::EdgeArgs,
@@ -94,7 +116,7 @@ pub(crate) fn positive_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl GatewayArgs {
-    fn gateway_config(&self) -> Result<GatewayConfig> {
+    fn gateway_config(&self, shutdown_timeout: Duration) -> Result<GatewayConfig> {
         let protocol = &self.protocol;
         Ok(GatewayConfig {
             auth: protocol.authenticator()?,
@@ -125,6 +147,16 @@ impl GatewayArgs {
             .context("--trusted-proxy")?,
             max_concurrent_recoveries: protocol.max_concurrent_recoveries as usize,
             allowed_origins: protocol.allowed_origins()?,
+            listener: ListenerConfig {
+                header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.http_idle_timeout,
+                ws_handshake_timeout: self.ws_handshake_timeout,
+                max_http_connections: self
+                    .max_http_connections
+                    .map(|cap| usize::try_from(cap).unwrap_or(usize::MAX)),
+                max_connections_per_ip: self.max_connections_per_ip,
+                shutdown_timeout,
+            },
             ..GatewayConfig::default()
         })
     }
@@ -141,13 +173,13 @@ impl GatewayArgs {
 }
 
 /// Runs a gateway until SIGINT or SIGTERM.
-pub(crate) async fn run(args: GatewayArgs) -> Result<()> {
+pub(crate) async fn run(args: GatewayArgs, shutdown_timeout: Duration) -> Result<()> {
     let (broker, inbox) = herald_broker::connect(&args.broker, args.broker_config())
         .with_context(|| format!("--broker {}", args.broker))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let gateway = Gateway::new(args.gateway_config()?, broker, inbox);
+    let gateway = Gateway::new(args.gateway_config(shutdown_timeout)?, broker, inbox);
     cancel_on_signal(gateway.shutdown_token());
     let router = gateway
         .router()

@@ -91,8 +91,9 @@ impl NotifierArgs {
 }
 
 /// Runs a notifier until SIGINT or SIGTERM.
-pub(crate) async fn run(args: NotifierArgs) -> Result<()> {
-    let config = args.config();
+pub(crate) async fn run(args: NotifierArgs, shutdown_timeout: Duration) -> Result<()> {
+    let mut config = args.config();
+    config.shutdown_timeout = shutdown_timeout;
     let consumer = config.stream.consumer.clone();
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());

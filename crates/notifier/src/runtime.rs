@@ -8,6 +8,7 @@
 //! [`run_memory_consumer`](crate::memory_consumer::run_memory_consumer) instead.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use herald_broker::{Broker, BrokerError, Inbox, RedisBrokerConfig};
 use tokio::net::TcpListener;
@@ -35,6 +36,8 @@ pub struct NotifierConfig {
     pub stream: StreamConsumerConfig,
     /// Timings of the Pub/Sub connection notifications are published on.
     pub broker: RedisBrokerConfig,
+    /// How long open `/invoke` requests may take to finish once stopping; then they are dropped.
+    pub shutdown_timeout: Duration,
 }
 
 impl NotifierConfig {
@@ -47,6 +50,7 @@ impl NotifierConfig {
             open_invoke: false,
             stream: StreamConsumerConfig::new(consumer),
             broker: RedisBrokerConfig::default(),
+            shutdown_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -173,9 +177,23 @@ impl Notifier {
                 }
             }
             let router = invoke::router(broker.clone(), config.invoke_keys.clone());
-            let result = axum::serve(listener, router)
+            let server = axum::serve(listener, router)
                 .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .await;
+                .into_future();
+            tokio::pin!(server);
+            // A client holding a half-sent request must not keep the notifier alive.
+            let result = tokio::select! {
+                served = &mut server => served,
+                () = stop.cancelled() => {
+                    match tokio::time::timeout(config.shutdown_timeout, &mut server).await {
+                        Ok(served) => served,
+                        Err(_) => {
+                            warn!("requests still open at the shutdown timeout; dropping them");
+                            Ok(())
+                        }
+                    }
+                }
+            };
             stop.cancel();
             result
         };
