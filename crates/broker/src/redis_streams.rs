@@ -25,8 +25,8 @@
 //!
 //! A `meta` lost while its stream survives (evicted, deleted by hand) would
 //! restart offsets at 1, below the stream's top entry, and every `XADD` would
-//! fail. The publish script detects it and starts a new epoch on an empty
-//! stream instead: the old messages cannot be recovered by anyone (their
+//! fail; so would a `meta` whose offset fell behind its stream. The publish
+//! script detects both and starts a new epoch on an empty stream instead: the old messages cannot be recovered by anyone (their
 //! epoch is gone), and clients holding positions of the old epoch are told
 //! `recovered: false`.
 
@@ -71,16 +71,23 @@ local t = redis.call('TIME')
 local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 local header, result
 if size > 0 then
-  local epoch = redis.call('HGET', meta, 'epoch')
-  if not epoch then
-    -- A new epoch. Messages left of a lost one cannot be told apart from the new
-    -- epoch's and would block its offsets: drop them.
+  -- A new epoch. Messages left of a lost one cannot be told apart from the new
+  -- epoch's and would block its offsets: drop them.
+  local function new_epoch()
     redis.call('DEL', stream, meta)
-    epoch = ARGV[5]
-    redis.call('HSET', meta, 'epoch', epoch)
+    redis.call('HSET', meta, 'epoch', ARGV[5])
+    return ARGV[5]
   end
+  local epoch = redis.call('HGET', meta, 'epoch') or new_epoch()
   local offset = redis.call('HINCRBY', meta, 'offset', 1)
-  redis.call('XADD', stream, 'MAXLEN', size, '0-' .. offset, 'd', data, 't', now)
+  local added = redis.pcall('XADD', stream, 'MAXLEN', size, '0-' .. offset, 'd', data, 't', now)
+  if type(added) == 'table' and added.err then
+    -- The position fell behind its own stream (a meta restored or edited by
+    -- hand): its offsets cannot go on, so neither can its epoch.
+    epoch = new_epoch()
+    offset = redis.call('HINCRBY', meta, 'offset', 1)
+    redis.call('XADD', stream, 'MAXLEN', size, '0-' .. offset, 'd', data, 't', now)
+  end
   redis.call('PEXPIRE', stream, ttl_ms)
   redis.call('PEXPIRE', meta, position_ttl_ms)
   header = '{"o":' .. offset .. ',"e":"' .. epoch .. '","t":' .. now .. '}'

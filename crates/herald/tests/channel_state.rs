@@ -336,3 +336,28 @@ async fn a_lost_meta_key_starts_a_new_epoch_instead_of_blocking_publishing() {
         assert_eq!(message["epoch"], new_epoch);
     }
 }
+
+#[tokio::test]
+async fn a_position_behind_its_stream_starts_a_new_epoch_too() {
+    let redis = RedisServer::start().await;
+    let gateway = gateway_on(&redis).await;
+    let mut conn = redis.connection().await.unwrap();
+    let mut first = Value::Null;
+    for n in 1..=3 {
+        first = publish(&gateway, json!({"channel": "news:rewound", "data": n})).await;
+    }
+    // A meta from an older snapshot, or edited by hand: its offset is below the stream's top.
+    let _: i64 = redis::cmd("HSET")
+        .arg("herald:{news:rewound}:meta")
+        .arg("offset")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let answer = publish(&gateway, json!({"channel": "news:rewound", "data": 4})).await;
+    assert_eq!(answer["offset"], 1, "{answer}");
+    assert_ne!(answer["epoch"], first["epoch"]);
+    let next = publish(&gateway, json!({"channel": "news:rewound", "data": 5})).await;
+    assert_eq!(next["offset"], 2);
+    assert_eq!(next["epoch"], answer["epoch"]);
+}
