@@ -36,7 +36,8 @@ struct Store {
     logs: HashMap<ChannelName, ChannelLog>,
     /// When each log must next be looked at (its messages or its position
     /// expire), soonest first; exactly one entry per log, never later than the
-    /// log's own deadline, so nothing outstays its time by more than one call.
+    /// log's own deadline. Swept at every publish and read, so what has expired
+    /// is gone by the next call to the broker.
     deadlines: BinaryHeap<Reverse<(Instant, ChannelName)>>,
     /// (channel, key) → first result, bounded.
     idempotency: IdempotencyStore,
