@@ -5,7 +5,18 @@
 //! a position each, so a client that reconnects can ask for everything after
 //! the last position it saw. The storage is the broker's (Redis Streams, or
 //! memory); the rules and the verdict on a recovery are the same for both and
-//! live here.
+//! live here, with how long each part of a channel's history is kept.
+//!
+//! # What expires when
+//!
+//! A channel's messages and its position (epoch and last offset) expire
+//! separately. The messages last the rule's TTL after the channel's last
+//! publish. The position lasts much longer — [`position_ttl`] — because the
+//! protocol promises that it outlives the messages: a client that missed
+//! nothing while a quiet channel's messages expired must still be told
+//! `recovered: true`. It is not kept forever either, so a channel that is no
+//! longer published to leaves nothing behind in the end. Reading never
+//! creates or extends anything: only a publish does.
 
 use std::time::Duration;
 
@@ -26,6 +37,43 @@ pub struct HistoryPolicy {
 
 /// The most messages a channel may keep; bounds memory and recovery reads.
 pub const MAX_HISTORY_SIZE: usize = 1_000_000;
+
+/// The longest TTL a history rule may give; ten years, so that every derived
+/// expiry stays far inside what Redis accepts.
+pub const MAX_HISTORY_TTL: Duration = Duration::from_secs(3650 * 86_400);
+
+/// The shortest time a channel's position outlives its last publish: 30 days.
+///
+/// Long enough that a client returning after a weekend, a holiday or a month
+/// of a quiet channel is told the truth about what it missed; short enough that
+/// abandoned channels (`news:<uuid>`) do not accumulate for ever.
+pub const MIN_POSITION_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+/// How many times the messages' TTL a channel's position outlives its last publish, at least.
+pub const POSITION_TTL_FACTOR: u32 = 10;
+
+impl HistoryPolicy {
+    /// How long the channel's position (epoch and last offset) is kept after its
+    /// last publish: `max(30 days, 10 × TTL)`, always well past the messages.
+    pub fn position_ttl(&self) -> Duration {
+        position_ttl(self.ttl)
+    }
+
+    /// How long the channel's messages are kept after its last publish: the
+    /// rule's TTL, or as long as the position when the rule has none.
+    pub fn messages_ttl(&self) -> Duration {
+        self.ttl.unwrap_or_else(|| self.position_ttl())
+    }
+}
+
+/// `max(30 days, 10 × ttl)`: how long a position outlives the last publish of a
+/// channel whose messages last `ttl` (or have no TTL).
+pub fn position_ttl(ttl: Option<Duration>) -> Duration {
+    ttl.map_or(MIN_POSITION_TTL, |ttl| {
+        ttl.saturating_mul(POSITION_TTL_FACTOR)
+            .max(MIN_POSITION_TTL)
+    })
+}
 
 /// Channel patterns and the history each keeps: `news:*=1000/24h`, `orders=100`.
 ///
@@ -71,6 +119,9 @@ impl HistoryRules {
                 ),
                 None => (policy, None),
             };
+            if ttl.is_some_and(|ttl| ttl > MAX_HISTORY_TTL) {
+                return Err(error("TTL must be at most 3650d"));
+            }
             let size: usize = size
                 .trim()
                 .parse()
@@ -127,6 +178,13 @@ fn humantime_secs(text: &str) -> Option<Duration> {
 }
 
 /// A fresh epoch name: 12 random letters and digits.
+///
+/// Also what a read of a channel that has no position yet (never published
+/// to, or its position lost) answers with offset 0: a one-off epoch that no
+/// message will ever carry, stored nowhere. A client that later passes it as
+/// `since` is therefore told `recovered: false`: nothing was kept that could
+/// prove it missed nothing, and claiming so would be a lie whenever the
+/// channel's first messages were published and lost meanwhile.
 pub fn new_epoch() -> String {
     rand::rng()
         .sample_iter(Alphanumeric)
@@ -246,6 +304,7 @@ mod tests {
             "news:*=10/soon",
             "a b=1",
             "x=2000000",
+            "news:*=10/3651d",
         ] {
             assert!(
                 HistoryRules::parse([bad]).is_err(),
@@ -291,6 +350,33 @@ mod tests {
 
         let ahead = Recovery::judge(top, Some(&Position::new(9, "e")), vec![], 100);
         assert!(!ahead.complete);
+    }
+
+    #[test]
+    fn positions_outlive_messages_by_far() {
+        let day = Duration::from_secs(86_400);
+        let hourly = HistoryPolicy {
+            size: 10,
+            ttl: Some(Duration::from_secs(3600)),
+        };
+        assert_eq!(hourly.messages_ttl(), Duration::from_secs(3600));
+        assert_eq!(hourly.position_ttl(), 30 * day);
+        let weekly = HistoryPolicy {
+            size: 10,
+            ttl: Some(7 * day),
+        };
+        assert_eq!(weekly.position_ttl(), 70 * day);
+        let forever = HistoryPolicy {
+            size: 10,
+            ttl: None,
+        };
+        assert_eq!(forever.position_ttl(), 30 * day);
+        assert_eq!(forever.messages_ttl(), 30 * day);
+        let longest = HistoryPolicy {
+            size: 1,
+            ttl: Some(MAX_HISTORY_TTL),
+        };
+        assert_eq!(longest.position_ttl(), MAX_HISTORY_TTL * 10);
     }
 
     #[test]

@@ -15,9 +15,11 @@
 //! - [`backoff`]: capped exponential backoff with full jitter, for every retry loop.
 //! - [`history`]: which channels keep history, and the verdict on a recovery.
 //! - [`redis_streams`]: history in Redis Streams, and the one script that appends and publishes.
+//! - [`idempotency`]: the in-process broker's bounded memory of idempotency keys.
 
 pub mod backoff;
 pub mod history;
+pub mod idempotency;
 pub mod interest;
 pub mod memory;
 pub mod redis_pubsub;

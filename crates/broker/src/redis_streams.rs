@@ -7,13 +7,28 @@
 //! - `herald:{CHANNEL}:stream`, a stream whose entry ids are `0-OFFSET`, each
 //!   with the JSON data `d` and the publish time `t`.
 //!
+//! (and `herald:{CHANNEL}:idem:KEY` for an idempotency key, expiring with its window).
+//!
 //! Publishing is one script: it checks the idempotency key, bumps the offset,
-//! appends to the stream (trimmed to the channel's size, expiring after its
-//! TTL) and publishes the enveloped message. Redis runs a script atomically,
-//! so a message is in history exactly when it was published live, and live
-//! messages leave in offset order. The `meta` hash never expires: a channel
-//! idle past its TTL loses its messages, not its position, so a client that
-//! missed nothing still recovers.
+//! appends to the stream (trimmed to the channel's size) and publishes the
+//! enveloped message. Redis runs a script atomically, so a message is in
+//! history exactly when it was published live, and live messages leave in
+//! offset order.
+//!
+//! Every key expires. Each publish gives the stream the messages' TTL and the
+//! `meta` hash the much longer position TTL (see [`crate::history`]): a
+//! channel idle past its TTL loses its messages, not its position, so a client
+//! that missed nothing still recovers.
+//!
+//! Only publishing writes. Recovery reads: a channel without `meta` answers
+//! offset 0 and a one-off epoch, so subscribing to fresh names leaves no key.
+//!
+//! A `meta` lost while its stream survives (evicted, deleted by hand) would
+//! restart offsets at 1, below the stream's top entry, and every `XADD` would
+//! fail; so would a `meta` whose offset fell behind its stream. The publish
+//! script detects both and starts a new epoch on an empty stream instead: the old messages cannot be recovered by anyone (their
+//! epoch is gone), and clients holding positions of the old epoch are told
+//! `recovered: false`.
 
 use std::time::Duration;
 
@@ -40,10 +55,14 @@ fn idempotency_key(channel: &ChannelName, key: &str) -> String {
     format!("herald:{{{channel}}}:idem:{key}")
 }
 
+/// KEYS: meta, stream, idempotency key. ARGV: channel, data, size, messages TTL
+/// (ms), fresh epoch, idempotency window (ms, 0 = none), envelope prefix,
+/// position TTL (ms).
 const PUBLISH_SCRIPT: &str = r#"
 local meta, stream, idem = KEYS[1], KEYS[2], KEYS[3]
 local channel, data = ARGV[1], ARGV[2]
 local size, ttl_ms, window_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
+local position_ttl_ms = tonumber(ARGV[8])
 if window_ms > 0 then
   local first = redis.call('GET', idem)
   if first then return {1, first} end
@@ -52,14 +71,25 @@ local t = redis.call('TIME')
 local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 local header, result
 if size > 0 then
-  local epoch = redis.call('HGET', meta, 'epoch')
-  if not epoch then
-    epoch = ARGV[5]
-    redis.call('HSET', meta, 'epoch', epoch)
+  -- A new epoch. Messages left of a lost one cannot be told apart from the new
+  -- epoch's and would block its offsets: drop them.
+  local function new_epoch()
+    redis.call('DEL', stream, meta)
+    redis.call('HSET', meta, 'epoch', ARGV[5])
+    return ARGV[5]
   end
+  local epoch = redis.call('HGET', meta, 'epoch') or new_epoch()
   local offset = redis.call('HINCRBY', meta, 'offset', 1)
-  redis.call('XADD', stream, 'MAXLEN', size, '0-' .. offset, 'd', data, 't', now)
-  if ttl_ms > 0 then redis.call('PEXPIRE', stream, ttl_ms) end
+  local added = redis.pcall('XADD', stream, 'MAXLEN', size, '0-' .. offset, 'd', data, 't', now)
+  if type(added) == 'table' and added.err then
+    -- The position fell behind its own stream (a meta restored or edited by
+    -- hand): its offsets cannot go on, so neither can its epoch.
+    epoch = new_epoch()
+    offset = redis.call('HINCRBY', meta, 'offset', 1)
+    redis.call('XADD', stream, 'MAXLEN', size, '0-' .. offset, 'd', data, 't', now)
+  end
+  redis.call('PEXPIRE', stream, ttl_ms)
+  redis.call('PEXPIRE', meta, position_ttl_ms)
   header = '{"o":' .. offset .. ',"e":"' .. epoch .. '","t":' .. now .. '}'
   result = offset .. ' ' .. epoch .. ' ' .. now
 else
@@ -71,13 +101,14 @@ if window_ms > 0 then redis.call('SET', idem, result, 'PX', window_ms) end
 return {0, result}
 "#;
 
+/// KEYS: meta, stream. ARGV: a one-off epoch, since offset (or empty), limit, since epoch.
+///
+/// Writes nothing: a channel without `meta` has no position yet and answers
+/// offset 0 in the one-off epoch.
 const RECOVER_SCRIPT: &str = r#"
 local meta, stream = KEYS[1], KEYS[2]
 local epoch = redis.call('HGET', meta, 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', meta, 'epoch', epoch)
-end
+if not epoch then return {ARGV[1], 0, {}} end
 local top = tonumber(redis.call('HGET', meta, 'offset') or '0')
 if ARGV[2] == '' then return {epoch, top, {}} end
 local since, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -92,9 +123,11 @@ pub async fn publish_json(
 ) -> Result<Published, BrokerError> {
     let channel = request.channel;
     let (key, window) = request.idempotency.unwrap_or(("", Duration::ZERO));
-    let (size, ttl) = request.history.map_or((0, Duration::ZERO), |h| {
-        (h.size, h.ttl.unwrap_or(Duration::ZERO))
-    });
+    let (size, ttl, position_ttl) = request
+        .history
+        .map_or((0, Duration::ZERO, Duration::ZERO), |h| {
+            (h.size, h.messages_ttl(), h.position_ttl())
+        });
     let reply: (i64, String) = redis::Script::new(PUBLISH_SCRIPT)
         .key(meta_key(channel))
         .key(stream_key(channel))
@@ -102,14 +135,15 @@ pub async fn publish_json(
         .arg(channel.as_str())
         .arg(request.data)
         .arg(size)
-        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+        .arg(millis(ttl))
         .arg(new_epoch())
         .arg(if key.is_empty() {
             0
         } else {
-            u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1)
+            millis(window).max(1)
         })
         .arg(ENVELOPE_PREFIX)
+        .arg(millis(position_ttl))
         .invoke_async(conn)
         .await?;
     let (duplicate, result) = reply;
@@ -127,6 +161,11 @@ pub async fn publish_json(
         time_ms,
         duplicate: duplicate == 1,
     })
+}
+
+/// Whole milliseconds, for `PEXPIRE` and `PX`; history TTLs are bounded far below the cap.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Runs the recovery script and judges what it found.
