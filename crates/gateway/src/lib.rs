@@ -7,6 +7,7 @@
 //! - [`delivery`]: one bus message with its encodings (tutorial, Herald, SSE), each built once and shared.
 //! - [`transport`]: how clients connect; [`transport::websocket`] holds the connection loop and the tutorial endpoint.
 //! - [`edge`]: one origin for the browser — the built web app at `/` and a proxy forwarding `/api/content` to the content service.
+//! - [`gap`]: when a live client's stored position becomes void, and the `gap` frame that says so.
 //! - [`session`]: a Herald-protocol client's subscriptions and recovery, shared by WebSocket and SSE.
 //! - [`auth`], [`policy`]: who a client is (JWT), and which channels it may read or that keep history.
 //! - [`peer`]: the client's real address, believing `X-Forwarded-For` only from `--trusted-proxy` peers.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod delivery;
 pub mod edge;
 pub mod error;
+pub mod gap;
 pub mod hub;
 pub mod metrics;
 pub mod peer;
