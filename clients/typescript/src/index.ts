@@ -9,6 +9,7 @@ export {
   type SubscribedEvent,
   type SubscriptionEvents,
   type RecoveredEvent,
+  type GapEvent,
   type ConnectionState,
   type StateName,
   type WebSocketLike,
@@ -38,6 +39,8 @@ export {
   type PongFrame,
   type ErrorFrame,
   type ErrorCode,
+  type GapFrame,
+  type GapReason,
   type SubscribeEntry,
 } from "./frames.js";
 export { ChannelPositions, isDuplicate, type Verdict } from "./positions.js";
