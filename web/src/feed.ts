@@ -21,6 +21,7 @@
 import {
   HeraldClient,
   type ConnectionState,
+  type GapEvent,
   type HeraldMessage,
   type RecoveredEvent,
   type WebSocketConstructor,
@@ -47,6 +48,12 @@ export type Badge =
   | { kind: 'recovered'; missed: number | undefined }
   /** Reconnected, but the gateway could not replay the gap (history lost or too old). */
   | { kind: 'unrecovered'; missed: number | undefined }
+  /**
+   * Still connected, but the gateway said (`gap` frame) that notifications of
+   * `channel` were lost: its history was reset (`epoch_changed`, e.g. Redis
+   * restarted empty) or could not cover an outage (`unrecoverable`).
+   */
+  | { kind: 'gap'; channel: string; reason: string }
   /** Closed with a code after which the client does not retry by itself. */
   | { kind: 'stopped'; code: number; reason: string };
 
@@ -90,6 +97,8 @@ export function describeBadge(badge: Badge): string {
       return badge.missed === undefined ? 'recovered' : `recovered ${badge.missed} missed`;
     case 'unrecovered':
       return badge.missed === undefined ? 'reconnected, history lost' : `reconnected, ${badge.missed} missed lost`;
+    case 'gap':
+      return badge.reason === 'epoch_changed' ? 'history reset' : 'connected, some missed lost';
     case 'stopped':
       return `disconnected (code ${badge.code})`;
   }
@@ -286,6 +295,7 @@ export class LiveFeed {
     this.offs.push(
       c.on('state', (s) => this.onState(s)),
       c.on('recovered', (r) => this.onRecovered(r)),
+      c.on('gap', (g) => this.onGap(g)),
     );
     const content = c.subscribe(CONTENT_CHANNEL, (m) => this.onContent(m));
     // Every (re)subscribe: content may have been created while we were not listening.
@@ -391,6 +401,13 @@ export class LiveFeed {
       this.setBadge({ kind: 'unrecovered', missed: lostCount });
       this.bumpContent(); // the gap cannot be replayed: reload the list instead
     }
+  }
+
+  /** The client already reset its position; the page says so and reloads what it cannot replay. */
+  private onGap(g: GapEvent): void {
+    if (g.channel !== CONTENT_CHANNEL) return;
+    this.setBadge({ kind: 'gap', channel: g.channel, reason: g.reason });
+    this.bumpContent();
   }
 
   // ------------------------------------------------------------ messages

@@ -14,6 +14,8 @@ import {
   type ClientFrame,
   type ConnectedFrame,
   type ErrorFrame,
+  type GapFrame,
+  type GapReason,
   type MessageFrame,
   type Position,
   type ServerFrame,
@@ -131,6 +133,20 @@ export interface RecoveredEvent {
   missed?: number;
 }
 
+/**
+ * A `gap` frame, as the client reports it: messages of `channel` may be
+ * missing while the client stayed connected, and its stored position was
+ * reset to `position` (see docs/protocol.md). The application should refetch
+ * the channel's state, as after `recovered: false`.
+ */
+export interface GapEvent {
+  channel: string;
+  /** `epoch_changed`: the channel's history was lost and restarted; `unrecoverable`: the gateway could not fill its own gap. */
+  reason: GapReason;
+  /** The position now stored for the channel; `null` until the next message. */
+  position: Position | null;
+}
+
 export type StateName = "connecting" | "connected" | "reconnecting" | "disconnected";
 
 export type ConnectionState =
@@ -160,6 +176,8 @@ export interface HeraldClientEvents {
   /** The gateway accepted the token sent in the first frame (before `state` turns `connected`). */
   authenticated: AuthenticatedEvent;
   recovered: RecoveredEvent;
+  /** A `gap` frame on a subscribed channel (also delivered to that channel's subscriptions). */
+  gap: GapEvent;
   /** Every `error` frame of the server (also delivered to the subscriptions it concerns). */
   error: ErrorFrame;
   /** A server frame the client could not parse (it is ignored). */
@@ -169,6 +187,7 @@ export interface HeraldClientEvents {
 export interface SubscriptionEvents {
   subscribed: SubscribedEvent;
   error: ErrorFrame;
+  gap: GapEvent;
 }
 
 /** Error codes after which a subscription is not retried (until the token changes). */
@@ -479,6 +498,8 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
         return;
       case "error":
         return this.onError(frame);
+      case "gap":
+        return this.onGap(frame);
     }
   }
 
@@ -751,6 +772,15 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     for (const sub of [...ch.subs]) {
       if (sub.isActive) callSafely(sub.handler as MessageHandler, message);
     }
+  }
+
+  private onGap(frame: GapFrame): void {
+    const ch = this.channels.get(frame.channel);
+    if (!ch) return;
+    ch.positions.reset(frame.position);
+    const event: GapEvent = { channel: frame.channel, reason: frame.reason, position: frame.position };
+    for (const sub of [...ch.subs]) sub.fire("gap", event);
+    this.emit("gap", event);
   }
 
   private onError(frame: ErrorFrame): void {

@@ -100,6 +100,21 @@ export interface ErrorFrame {
   message: string;
 }
 
+/** Why a `gap` frame was sent (docs/protocol.md). */
+export type GapReason = "epoch_changed" | "unrecoverable" | (string & {});
+
+/**
+ * Messages of `channel` may be missing and the stored position for it is void:
+ * every later message of the channel comes after `position` (`null`: unknown,
+ * the next message's position counts).
+ */
+export interface GapFrame {
+  type: "gap";
+  channel: string;
+  reason: GapReason;
+  position: Position | null;
+}
+
 export type ServerFrame =
   | ConnectedFrame
   | AuthenticatedFrame
@@ -107,7 +122,8 @@ export type ServerFrame =
   | MessageFrame
   | UnsubscribedFrame
   | PongFrame
-  | ErrorFrame;
+  | ErrorFrame
+  | GapFrame;
 
 /** Why a server frame was not understood. */
 export class FrameError extends Error {
@@ -246,6 +262,18 @@ export function parseServerFrame(text: string): ServerFrame | undefined {
       if (id !== undefined) frame.id = id;
       if (typeof o.channel === "string") frame.channel = o.channel;
       return frame;
+    }
+    case "gap": {
+      if (typeof o.channel !== "string") bad("missing `channel`");
+      if (typeof o.reason !== "string") bad("missing `reason`");
+      const position = parsePosition(o.position);
+      if (position === "malformed") bad("malformed `position`");
+      return {
+        type: "gap",
+        channel: o.channel as string,
+        reason: o.reason as string,
+        position: position as Position | null,
+      };
     }
     default:
       return undefined;

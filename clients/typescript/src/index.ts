@@ -10,6 +10,7 @@ export {
   type SubscriptionEvents,
   type RecoveredEvent,
   type AuthenticatedEvent,
+  type GapEvent,
   type ConnectionState,
   type StateName,
   type WebSocketLike,
@@ -40,6 +41,8 @@ export {
   type PongFrame,
   type ErrorFrame,
   type ErrorCode,
+  type GapFrame,
+  type GapReason,
   type SubscribeEntry,
 } from "./frames.js";
 export { ChannelPositions, isDuplicate, type Verdict } from "./positions.js";

@@ -58,6 +58,16 @@ export class ChannelPositions {
   }
 
   /**
+   * A `gap` frame arrived: the stored position is void. From now on only what
+   * comes after `position` is delivered, and it is where the next subscribe
+   * resumes from; `null` forgets the position until the next message.
+   */
+  reset(position: Position | null): void {
+    this.seen = position ? { ...position } : undefined;
+    this.resume = position ? { ...position } : undefined;
+  }
+
+  /**
    * A message arrived. Messages without a position (ephemeral) are always
    * delivered; a message whose offset is ≤ the last one seen in the same
    * epoch is a duplicate. A different epoch means the history was reset: the

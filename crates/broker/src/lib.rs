@@ -30,7 +30,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use herald_protocol::envelope;
-use herald_protocol::{ChannelName, Position};
+use herald_protocol::position::{decode_sse_id, encode_sse_id};
+use herald_protocol::{ChannelName, GapReason, Position};
 use tokio::sync::{mpsc, watch};
 
 pub use history::{HistoryPolicy, HistoryRules, Recovery};
@@ -79,6 +80,64 @@ impl BusMessage {
             },
             None => BusMessage::raw(channel, Bytes::copy_from_slice(wire)),
         }
+    }
+}
+
+/// A gap in a channel's delivery that the channel's clients must be told about.
+///
+/// A broker that loses messages it cannot get back from history (its own
+/// connection dropped and history no longer covers the outage, or history
+/// itself was lost) says so with a gap, in order with the channel's messages:
+/// what follows on the channel comes after `position`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The channel that has the gap.
+    pub channel: ChannelName,
+    /// Why its clients' positions are void.
+    pub reason: GapReason,
+    /// The channel's position now, `None` when the broker could not read it.
+    pub position: Option<Position>,
+}
+
+/// The epoch of the position that marks a [`BusMessage`] carrying a [`Gap`]; no history has an empty epoch.
+const GAP_MARK: &str = "";
+
+impl BusMessage {
+    /// A gap notice, carried through the inbox like a message so that it keeps
+    /// its place among the channel's messages (a second queue could overtake them).
+    ///
+    /// It is marked by a combination the bus never produces: not JSON data, yet
+    /// with a position (raw payloads have none), whose epoch is empty. The
+    /// payload holds the reason and the position: `unrecoverable Zk3j2.46`, or `… -`.
+    pub fn gap(gap: &Gap) -> Self {
+        let position = encode_sse_id([gap.position.as_ref()]);
+        BusMessage {
+            channel: gap.channel.clone(),
+            payload: Bytes::from(format!("{} {position}", gap.reason.as_str())),
+            position: Some(Position::new(0, GAP_MARK)),
+            time_ms: None,
+            json: false,
+        }
+    }
+
+    /// Whether this is a gap notice rather than a message.
+    pub fn is_gap(&self) -> bool {
+        !self.json && self.position.as_ref().is_some_and(|p| p.epoch == GAP_MARK)
+    }
+
+    /// The gap this notice carries; `None` for a message.
+    pub fn as_gap(&self) -> Option<Gap> {
+        if !self.is_gap() {
+            return None;
+        }
+        let text = std::str::from_utf8(&self.payload).ok()?;
+        let (reason, position) = text.split_once(' ')?;
+        let mut position = decode_sse_id(position, 1)?;
+        Some(Gap {
+            channel: self.channel.clone(),
+            reason: GapReason::from_wire(reason)?,
+            position: position.pop()?,
+        })
     }
 }
 
@@ -224,4 +283,42 @@ pub fn connect(
         return Ok((std::sync::Arc::new(broker), inbox));
     }
     Err(BrokerError::BadUrl(url.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gap_notices_travel_as_bus_messages_and_come_back_whole() {
+        let channel = ChannelName::new("news").unwrap();
+        for gap in [
+            Gap {
+                channel: channel.clone(),
+                reason: GapReason::EpochChanged,
+                position: Some(Position::new(0, "Zk3j2")),
+            },
+            Gap {
+                channel: channel.clone(),
+                reason: GapReason::Unrecoverable,
+                position: None,
+            },
+        ] {
+            let message = BusMessage::gap(&gap);
+            assert!(message.is_gap());
+            assert_eq!(message.as_gap(), Some(gap));
+        }
+        // Nothing the bus delivers looks like one.
+        let raw = BusMessage::raw(channel.clone(), Bytes::from_static(b"unrecoverable -"));
+        assert!(!raw.is_gap() && raw.as_gap().is_none());
+        let sealed = envelope::seal(
+            &envelope::EnvelopeHeader {
+                offset: Some(0),
+                epoch: Some(String::new()),
+                time_ms: 1,
+            },
+            b"1",
+        );
+        assert!(!BusMessage::from_wire(channel, &sealed).is_gap());
+    }
 }

@@ -21,8 +21,10 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 
-use herald_protocol::{ChannelName, Position};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use herald_protocol::{ChannelName, GapReason, Position};
+use redis::aio::{
+    ConnectionManager, ConnectionManagerConfig, MultiplexedConnection, PubSubSink, PubSubStream,
+};
 use tokio::sync::{OnceCell, mpsc, watch};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +36,7 @@ use crate::history::Recovery;
 use crate::interest::Interest;
 use crate::redis_streams;
 use crate::{
-    Broker, BrokerError, BrokerStatus, BusMessage, INBOX_CAPACITY, Inbox, MAX_RECOVERY,
+    Broker, BrokerError, BrokerStatus, BusMessage, Gap, INBOX_CAPACITY, Inbox, MAX_RECOVERY,
     PublishRequest, Published,
 };
 
@@ -56,6 +58,12 @@ pub struct RedisBrokerConfig {
     pub reconnect_initial: Duration,
     /// The longest reconnect wait.
     pub reconnect_max: Duration,
+    /// The most messages one channel's gap fill forwards after a reconnect; a
+    /// larger gap is announced to the channel's clients instead of read, so a
+    /// fill never holds an unbounded reply in memory.
+    pub gap_fill_max: usize,
+    /// How long one channel's gap-fill read may take before it is given up and announced.
+    pub gap_fill_timeout: Duration,
 }
 
 impl Default for RedisBrokerConfig {
@@ -66,6 +74,8 @@ impl Default for RedisBrokerConfig {
             connect_timeout: Duration::from_secs(2),
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
+            gap_fill_max: MAX_RECOVERY,
+            gap_fill_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -347,53 +357,176 @@ impl Subscriber {
     /// After a reconnect, forwards from history what was published while the
     /// connection was down, for every channel with a known position, before any
     /// live message of the new connection.
+    ///
+    /// A channel whose gap cannot be filled — its read fails or times out, or
+    /// history no longer covers the outage — is announced to its clients with a
+    /// [`Gap`] and the fill moves on: one channel never holds the others back.
+    /// Fails only when no history connection can be opened at all, which is a
+    /// lost connection to Redis, not a channel's problem.
     async fn fill_gaps(&mut self) -> Result<(), String> {
         let interest = &self.interest;
         self.last.retain(|channel, _| interest.is_wanted(channel));
         if self.last.is_empty() {
             return Ok(());
         }
-        let mut conn = match timeout(
-            self.config.connect_timeout,
-            self.client.get_multiplexed_async_connection(),
-        )
-        .await
-        {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(format!("history connection: {e}")),
-            Err(_) => return Err("history connection: timed out".to_owned()),
-        };
         let positions: Vec<(ChannelName, Position)> = self
             .last
             .iter()
             .map(|(c, p)| (c.clone(), p.clone()))
             .collect();
+        let mut conn = None;
         for (channel, since) in positions {
-            let recovery = match timeout(
-                self.config.command_timeout,
-                redis_streams::recover(&mut conn, &channel, Some(&since), MAX_RECOVERY),
-            )
-            .await
-            {
-                Ok(Ok(recovery)) => recovery,
-                Ok(Err(e)) => return Err(format!("history of {channel}: {e}")),
-                Err(_) => return Err(format!("history of {channel}: timed out")),
-            };
-            if !recovery.complete {
-                warn!(%channel, since = %since, now = %recovery.position, "history cannot fill the gap of the outage; clients will see a jump");
-                self.last.remove(&channel);
-                continue;
-            }
-            if !recovery.messages.is_empty() {
-                info!(%channel, missed = recovery.messages.len(), "filled the gap of the outage from history");
-            }
-            for message in recovery.messages {
-                if !self.forward(message).await {
-                    return Ok(());
-                }
+            if !self.fill_channel(&mut conn, &channel, &since).await? {
+                return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// Fills one channel's gap after `since`, or announces it. Returns `false` when the hub is gone.
+    async fn fill_channel(
+        &mut self,
+        conn: &mut Option<MultiplexedConnection>,
+        channel: &ChannelName,
+        since: &Position,
+    ) -> Result<bool, String> {
+        let limit = self.config.gap_fill_max;
+        let recovery = match self.read_history(conn, channel, Some(since), limit).await? {
+            Ok(recovery) => recovery,
+            Err(why) => {
+                warn!(%channel, since = %since, %why, "could not read history to fill the gap of the outage; telling the channel's clients");
+                // Reading only the position skips the XRANGE, so it often answers when the fill did not.
+                let position = self
+                    .read_history(conn, channel, None, 0)
+                    .await?
+                    .ok()
+                    .map(|now| now.position);
+                return Ok(self
+                    .announce(channel, GapReason::Unrecoverable, position)
+                    .await);
+            }
+        };
+        if recovery.complete {
+            if !recovery.messages.is_empty() {
+                info!(%channel, missed = recovery.messages.len(), "filled the gap of the outage from history");
+            }
+            return Ok(self.forward_all(recovery.messages).await);
+        }
+        if recovery.position.epoch == since.epoch {
+            warn!(%channel, since = %since, now = %recovery.position, "history cannot fill the gap of the outage (trimmed, expired or over the fill's bound); telling the channel's clients");
+            return Ok(self
+                .announce(channel, GapReason::Unrecoverable, Some(recovery.position))
+                .await);
+        }
+        // History was lost and started a new epoch (Redis restarted empty): the old
+        // epoch's messages are gone, but whatever the new one holds is still forwarded.
+        warn!(%channel, since = %since, now = %recovery.position, "the channel's history started a new epoch; telling its clients");
+        let start = Position::new(0, recovery.position.epoch.clone());
+        match self
+            .read_history(conn, channel, Some(&start), limit)
+            .await?
+        {
+            Ok(fresh) if fresh.complete => Ok(self
+                .announce(channel, GapReason::EpochChanged, Some(start))
+                .await
+                && self.forward_all(fresh.messages).await),
+            Ok(fresh) => Ok(self
+                .announce(channel, GapReason::EpochChanged, Some(fresh.position))
+                .await),
+            Err(_) => Ok(self
+                .announce(channel, GapReason::EpochChanged, Some(recovery.position))
+                .await),
+        }
+    }
+
+    /// Reads `channel`'s history after `since` (at most `limit` messages) on the
+    /// fill's connection, within [`RedisBrokerConfig::gap_fill_timeout`].
+    ///
+    /// The outer error means no connection could be opened (Redis is gone);
+    /// the inner one that this read failed. A connection that broke is replaced
+    /// and the read tried once more; one that timed out is dropped, so that its
+    /// late answer cannot delay the next channel's read.
+    async fn read_history(
+        &self,
+        conn: &mut Option<MultiplexedConnection>,
+        channel: &ChannelName,
+        since: Option<&Position>,
+        limit: usize,
+    ) -> Result<Result<Recovery, String>, String> {
+        let wait = self.config.gap_fill_timeout;
+        for attempt in 0..2 {
+            let open = match conn.take() {
+                Some(open) => open,
+                None => self.open_history_connection().await?,
+            };
+            let mut reading = open.clone();
+            match timeout(
+                wait,
+                redis_streams::recover(&mut reading, channel, since, limit),
+            )
+            .await
+            {
+                Ok(Ok(recovery)) => {
+                    *conn = Some(open);
+                    return Ok(Ok(recovery));
+                }
+                Ok(Err(BrokerError::Redis(e)))
+                    if attempt == 0
+                        && (e.is_io_error()
+                            || e.is_connection_dropped()
+                            || e.is_connection_refusal()) => {}
+                Ok(Err(e)) => {
+                    *conn = Some(open);
+                    return Ok(Err(e.to_string()));
+                }
+                Err(_) => return Ok(Err(format!("no answer within {wait:?}"))),
+            }
+        }
+        Ok(Err("the connection broke twice".to_owned()))
+    }
+
+    async fn open_history_connection(&self) -> Result<MultiplexedConnection, String> {
+        match timeout(
+            self.config.connect_timeout,
+            self.client.get_multiplexed_async_connection(),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(format!("history connection: {e}")),
+            Err(_) => Err("history connection: timed out".to_owned()),
+        }
+    }
+
+    /// Forwards recovered messages in order. Returns `false` when the hub is gone.
+    async fn forward_all(&mut self, messages: Vec<BusMessage>) -> bool {
+        for message in messages {
+            if !self.forward(message).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Tells the channel's clients about a gap, in order with its messages, and
+    /// goes on from `position`: live messages at or before it were part of the
+    /// gap. Returns `false` when the hub is gone.
+    async fn announce(
+        &mut self,
+        channel: &ChannelName,
+        reason: GapReason,
+        position: Option<Position>,
+    ) -> bool {
+        match &position {
+            Some(position) => self.last.insert(channel.clone(), position.clone()),
+            None => self.last.remove(channel),
+        };
+        let gap = Gap {
+            channel: channel.clone(),
+            reason,
+            position,
+        };
+        self.inbox.send(BusMessage::gap(&gap)).await.is_ok()
     }
 
     /// Brings the connection's subscriptions in line with what the hub wants.

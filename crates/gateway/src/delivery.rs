@@ -46,9 +46,22 @@ impl Delivery {
         &self.message.channel
     }
 
-    /// Its place in the channel's history, if the channel keeps one.
+    /// Its place in the channel's history, if the channel keeps one (never for a gap notice).
     pub fn position(&self) -> Option<&Position> {
+        if self.message.is_gap() {
+            return None;
+        }
         self.message.position.as_ref()
+    }
+
+    /// Whether this is the broker's notice of a gap rather than a message.
+    pub fn is_gap(&self) -> bool {
+        self.message.is_gap()
+    }
+
+    /// The gap the broker announces, when this is a gap notice.
+    pub fn gap(&self) -> Option<herald_broker::Gap> {
+        self.message.as_gap()
     }
 
     /// The frame for `/ws/notifications`: exactly the published payload.

@@ -6,7 +6,9 @@
 //! bus carries one subscription per channel per instance however many clients
 //! there are. Every bus message becomes one shared [`Delivery`], encoded at
 //! most once per wire format, and the same `Arc` is offered to each
-//! subscriber's bounded queue; the hub never waits on a client.
+//! subscriber's bounded queue; the hub never waits on a client. The broker's
+//! gap notices ([`BusMessage::gap`]) travel the same way, in their place among
+//! the channel's messages; each session decides what a notice means to it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +17,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use herald_broker::{Broker, BusMessage, Inbox};
 use herald_protocol::ChannelName;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::client::{ClientId, ClientSender, Offer};
 use crate::delivery::Delivery;
@@ -113,6 +115,9 @@ impl Hub {
     ///
     /// Encodes once; each client gets a reference-counted clone of the same bytes.
     pub fn fan_out(&self, message: BusMessage) {
+        if message.is_gap() {
+            info!(channel = %message.channel, "telling the channel's clients about a gap in its messages");
+        }
         let channels = self.read();
         let Some(subscribers) = channels.get(&message.channel) else {
             return;
@@ -218,6 +223,37 @@ mod tests {
         };
         assert_eq!(fa.as_str(), "hello");
         assert_eq!(fa.as_str().as_ptr(), fb.as_str().as_ptr());
+    }
+
+    #[tokio::test]
+    async fn a_gap_notice_reaches_the_channels_clients_in_order() {
+        let (hub, _inbox) = hub();
+        let news = ChannelName::new("news").unwrap();
+        let (a, ra) = client(8);
+        let (other, other_rx) = client(8);
+        hub.subscribe(&news, &a);
+        hub.subscribe(&ChannelName::new("other").unwrap(), &other);
+        let gap = herald_broker::Gap {
+            channel: news.clone(),
+            reason: herald_protocol::GapReason::Unrecoverable,
+            position: None,
+        };
+        hub.fan_out(BusMessage::gap(&gap));
+        hub.fan_out(BusMessage::raw(news.clone(), Bytes::from_static(b"after")));
+        let mut batch = std::collections::VecDeque::new();
+        ra.take(&mut batch).await.unwrap();
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch[0].gap(), Some(gap));
+        assert!(!batch[1].is_gap());
+        // Only the channel's own clients hear of it.
+        assert!(
+            tokio::time::timeout(
+                std::time::Duration::from_millis(50),
+                other_rx.take(&mut std::collections::VecDeque::new())
+            )
+            .await
+            .is_err()
+        );
     }
 
     #[tokio::test]

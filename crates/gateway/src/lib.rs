@@ -7,6 +7,7 @@
 //! - [`delivery`]: one bus message with its encodings (tutorial, Herald, SSE), each built once and shared.
 //! - [`transport`]: how clients connect; [`transport::websocket`] holds the connection loop and the tutorial endpoint.
 //! - [`edge`]: one origin for the browser — the built web app at `/` and a proxy forwarding `/api/content` to the content service.
+//! - [`gap`]: when a live client's stored position becomes void, and the `gap` frame that says so.
 //! - [`session`]: a Herald-protocol client's subscriptions and recovery, shared by WebSocket and SSE.
 //! - [`recovery`]: history reads for recovery, bounded per instance and shared by clients asking the same.
 //! - [`origin`]: the `Origin` check that keeps other sites' pages off the WebSocket and SSE routes.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod delivery;
 pub mod edge;
 pub mod error;
+pub mod gap;
 pub mod hub;
 pub mod jwks;
 pub mod listener;

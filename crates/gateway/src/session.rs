@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_protocol::{ChannelName, ErrorCode, Position};
+use herald_protocol::{ChannelName, ErrorCode, Position, ServerFrame};
 use tokio::time::{Instant, timeout};
 
 use crate::auth::Identity;
@@ -193,6 +193,9 @@ impl Subscriptions {
     /// Whether `delivery` goes out: the client holds the channel and the message
     /// comes after the last one sent. Records it as sent.
     pub fn admit(&mut self, delivery: &Delivery) -> bool {
+        if delivery.is_gap() {
+            return false;
+        }
         let Some(last) = self.channels.get_mut(delivery.channel()) else {
             return false;
         };
@@ -205,6 +208,13 @@ impl Subscriptions {
             *last = Some(position.clone());
         }
         true
+    }
+
+    /// The `gap` frame to send before `delivery`, when the client's position on
+    /// its channel has become void (see [`crate::gap`]); adopts the new position.
+    pub fn notice(&mut self, delivery: &Delivery) -> Option<ServerFrame> {
+        let last = self.channels.get_mut(delivery.channel())?;
+        crate::gap::notice(last, delivery)
     }
 
     /// The last position sent on `channel`.

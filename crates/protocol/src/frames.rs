@@ -75,7 +75,9 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
 }
 
 /// A frame the server sends, other than `message` (see [`encode_message`]).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// `Deserialize` too, so that tools and tests read frames with the very types that wrote them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// The first frame of every connection.
@@ -143,6 +145,51 @@ pub enum ServerFrame {
         /// What went wrong, for a person.
         message: String,
     },
+    /// Messages of a channel may be missing and the client's stored position for it is void.
+    ///
+    /// Sent to a live subscriber when the gateway could not fill a gap from
+    /// history, or when the channel's history started a new epoch (Redis lost
+    /// it). Everything that follows on the channel comes after `position`.
+    Gap {
+        /// The channel.
+        channel: String,
+        /// Why the position is void.
+        reason: GapReason,
+        /// The position to store instead: the next messages come after it.
+        /// `null` when the gateway does not know it; the next message's position then counts.
+        position: Option<Position>,
+    },
+}
+
+/// Why a `gap` frame was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GapReason {
+    /// The channel's history was lost and started again (a new epoch): nothing
+    /// before `position` can be recovered, and the old epoch's positions mean nothing.
+    EpochChanged,
+    /// History could not cover what the gateway missed (trimmed, expired,
+    /// larger than it fills, or the read failed).
+    Unrecoverable,
+}
+
+impl GapReason {
+    /// The reason as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapReason::EpochChanged => "epoch_changed",
+            GapReason::Unrecoverable => "unrecoverable",
+        }
+    }
+
+    /// The reason its wire name names.
+    pub fn from_wire(text: &str) -> Option<Self> {
+        match text {
+            "epoch_changed" => Some(GapReason::EpochChanged),
+            "unrecoverable" => Some(GapReason::Unrecoverable),
+            _ => None,
+        }
+    }
 }
 
 impl ServerFrame {
@@ -317,6 +364,36 @@ mod tests {
             frame.to_json(),
             r#"{"type":"error","channel":"user:7","code":"forbidden","message":"no"}"#
         );
+    }
+
+    #[test]
+    fn gap_frames_round_trip_as_documented() {
+        let frames = [
+            (
+                ServerFrame::Gap {
+                    channel: "news".into(),
+                    reason: GapReason::EpochChanged,
+                    position: Some(Position::new(0, "Q9x2")),
+                },
+                r#"{"type":"gap","channel":"news","reason":"epoch_changed","position":{"offset":0,"epoch":"Q9x2"}}"#,
+            ),
+            (
+                ServerFrame::Gap {
+                    channel: "news".into(),
+                    reason: GapReason::Unrecoverable,
+                    position: None,
+                },
+                r#"{"type":"gap","channel":"news","reason":"unrecoverable","position":null}"#,
+            ),
+        ];
+        for (frame, json) in frames {
+            assert_eq!(frame.to_json(), json);
+            assert_eq!(serde_json::from_str::<ServerFrame>(json).unwrap(), frame);
+        }
+        for reason in [GapReason::EpochChanged, GapReason::Unrecoverable] {
+            assert_eq!(GapReason::from_wire(reason.as_str()), Some(reason));
+        }
+        assert_eq!(GapReason::from_wire("lost"), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod position;
 
 pub use channel::{ChannelName, ChannelNameError};
 pub use close::{CloseCode, ReconnectAdvice};
-pub use frames::{ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame};
+pub use frames::{ClientFrame, ErrorCode, GapReason, PROTOCOL_VERSION, ServerFrame};
 pub use position::Position;
 
 /// The channel the tutorial's publisher writes to and `/ws/notifications` reads from.

@@ -13,6 +13,10 @@ function tooltip(badge: Badge): string | undefined {
       return 'Reconnected: every notification published while this tab was disconnected has been replayed.';
     case 'unrecovered':
       return 'Reconnected, but the notifications published meanwhile could not be replayed (history lost or too old); the content list was reloaded.';
+    case 'gap':
+      return badge.reason === 'epoch_changed'
+        ? `The gateway's history of ${badge.channel} was reset (e.g. Redis restarted empty): notifications published before may be missing; the content list was reloaded.`
+        : `The gateway could not replay notifications of ${badge.channel} it missed during its own outage; the content list was reloaded.`;
     case 'stopped':
       return `Closed by the server with code ${badge.code}${badge.reason ? `: ${badge.reason}` : ''}. Not retrying automatically.`;
     default:

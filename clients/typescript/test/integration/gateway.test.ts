@@ -6,6 +6,7 @@ import {
   HeraldClient,
   type ConnectionState,
   type ErrorFrame,
+  type GapEvent,
   type HeraldClientOptions,
   type HeraldMessage,
   type RecoveredEvent,
@@ -310,6 +311,58 @@ describe("HeraldClient against a real gateway", () => {
       await anon.client.connect();
       await waitFor(() => anonErrors.length === 1, 5000, "anonymous forbidden");
       expect(anonErrors[0]).toMatchObject({ channel: "private:x", code: "forbidden" });
+    } finally {
+      await gw.stop("SIGKILL");
+    }
+  });
+
+  it("stays connected across Redis restarting empty: a gap resets its position before the new epoch's messages", async () => {
+    const own = await startRedis();
+    const gw = await startGateway({ instanceId: "a", redis: own, extraArgs: ["--broker-reconnect-max", "300ms"] });
+    try {
+      const { client, states } = newClient({ url: gw.ws });
+      const seen: Array<HeraldMessage<number> | GapEvent> = [];
+      const sub = client.subscribe<number>("news:reset", (m) => seen.push(m));
+      sub.on("gap", (g) => seen.push(g));
+      const ready = subscribedOnce(sub);
+      await client.connect();
+      await ready;
+      const old = await publish(gw, "news:reset", 0);
+      await waitFor(() => seen.length === 1, 5000, "the old epoch's message");
+
+      await own.stop();
+      const again = await startRedis(own.port);
+      try {
+        // The gateway's own connection to Redis comes back; publish until it does,
+        // with idempotency keys so that a retry of a publish that landed is harmless.
+        const results = [];
+        for (let i = 1; i <= 3; i++) {
+          for (let attempt = 0; ; attempt++) {
+            try {
+              results.push(await publish(gw, "news:reset", i, `reset-${i}`));
+              break;
+            } catch (err) {
+              if (attempt > 200) throw err;
+              await new Promise((r) => setTimeout(r, 50));
+            }
+          }
+        }
+        const epoch = results[0]!.epoch!;
+        expect(epoch).not.toBe(old.epoch);
+        await waitFor(() => seen.length === 5, 10_000, "the gap and the new epoch's 3 messages");
+        expect(seen[1]).toEqual({ channel: "news:reset", reason: "epoch_changed", position: { offset: 0, epoch } });
+        const fresh = seen.slice(2) as HeraldMessage<number>[];
+        expect(fresh.map((m) => [m.data, m.offset, m.epoch])).toEqual([
+          [1, 1, epoch],
+          [2, 2, epoch],
+          [3, 3, epoch],
+        ]);
+        expect(client.positionOf("news:reset")).toEqual({ offset: 3, epoch });
+        // It never had to reconnect: the gap reached it on its live connection.
+        expect(states.filter((s) => s.state === "connected")).toHaveLength(1);
+      } finally {
+        await again.stop();
+      }
     } finally {
       await gw.stop("SIGKILL");
     }

@@ -131,8 +131,9 @@ function redisPing(port: number): Promise<boolean> {
   });
 }
 
-export async function startRedis(): Promise<Redis> {
-  const port = await freePort();
+/** Starts an empty redis-server, on `port` when given (e.g. to restart one in place). */
+export async function startRedis(port?: number): Promise<Redis> {
+  port ??= await freePort();
   const { child, output } = spawnLogged(
     REDIS_BIN,
     ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -141,7 +142,7 @@ export async function startRedis(): Promise<Redis> {
   await waitFor(
     async () => {
       if (child.exitCode !== null) throw new Error(`redis-server exited: ${output()}`);
-      return redisPing(port);
+      return redisPing(port!);
     },
     10_000,
     "redis-server to answer PING",

@@ -296,6 +296,58 @@ describe("HeraldClient subscriptions", () => {
     expect(states.find((x) => x.state === "disconnected")).toMatchObject({ code: 4001, willRetry: true });
     client.close();
   });
+
+  it("on a gap frame resets the channel's position, emits `gap`, and resumes from the new epoch", async () => {
+    const { client } = makeClient();
+    const got: Array<[number, string | undefined]> = [];
+    const sub = client.subscribe<number>("news:a", (m) => got.push([m.data, m.epoch]));
+    const subGaps: unknown[] = [];
+    sub.on("gap", (e) => subGaps.push(e));
+    const gaps: unknown[] = [];
+    client.on("gap", (e) => gaps.push(e));
+    void client.connect();
+    await flush();
+    let s = FakeSocket.last();
+    s.accept();
+    s.frame({ type: "subscribed", id: 1, channel: "news:a", position: { offset: 3, epoch: "A" } });
+    s.frame({ type: "message", channel: "news:a", offset: 4, epoch: "A", data: 4, time: 1 });
+    // Redis restarted empty: the gateway says so before the new epoch's first message.
+    s.frame({ type: "gap", channel: "news:a", reason: "epoch_changed", position: { offset: 0, epoch: "B" } });
+    const reset = { channel: "news:a", reason: "epoch_changed", position: { offset: 0, epoch: "B" } };
+    expect(gaps).toEqual([reset]);
+    expect(subGaps).toEqual([reset]);
+    expect(client.positionOf("news:a")).toEqual({ offset: 0, epoch: "B" });
+    for (const o of [1, 2]) s.frame({ type: "message", channel: "news:a", offset: o, epoch: "B", data: o, time: 1 });
+    expect(got).toEqual([
+      [4, "A"],
+      [1, "B"],
+      [2, "B"],
+    ]);
+    // A reconnect resumes from the new epoch, not the void one.
+    s.serverClose(1001);
+    await flush();
+    vi.advanceTimersByTime(0);
+    await flush();
+    s = FakeSocket.last();
+    s.accept();
+    expect(s.sent[0]).toMatchObject({ channels: [{ channel: "news:a", since: { offset: 2, epoch: "B" } }] });
+    s.frame({ type: "subscribed", id: 2, channel: "news:a", position: { offset: 2, epoch: "B" }, recovered: true });
+
+    // An unfillable gap ahead in the same epoch: what lies at or before its position is stale.
+    s.frame({ type: "gap", channel: "news:a", reason: "unrecoverable", position: { offset: 9, epoch: "B" } });
+    s.frame({ type: "message", channel: "news:a", offset: 8, epoch: "B", data: 8, time: 1 });
+    s.frame({ type: "message", channel: "news:a", offset: 10, epoch: "B", data: 10, time: 1 });
+    expect(got.at(-1)).toEqual([10, "B"]);
+    expect(got).toHaveLength(4);
+    // An unknown position forgets the stored one: the next subscribe asks for no recovery.
+    s.frame({ type: "gap", channel: "news:a", reason: "unrecoverable", position: null });
+    expect(client.positionOf("news:a")).toBeUndefined();
+    expect(gaps).toHaveLength(3);
+    // A gap on a channel the client does not hold is ignored.
+    s.frame({ type: "gap", channel: "news:other", reason: "unrecoverable", position: null });
+    expect(gaps).toHaveLength(3);
+    client.close();
+  });
 });
 
 describe("HeraldClient token transport", () => {

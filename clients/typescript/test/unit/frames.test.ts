@@ -30,6 +30,15 @@ describe("parseServerFrame", () => {
     expect(
       parseServerFrame('{"type":"error","id":1,"channel":"user:7","code":"forbidden","message":"user:7 is another user\'s personal channel"}'),
     ).toEqual({ type: "error", id: 1, channel: "user:7", code: "forbidden", message: "user:7 is another user's personal channel" });
+    expect(
+      parseServerFrame('{"type":"gap","channel":"news:sport","reason":"epoch_changed","position":{"offset":0,"epoch":"Q9x2m"}}'),
+    ).toEqual({ type: "gap", channel: "news:sport", reason: "epoch_changed", position: { offset: 0, epoch: "Q9x2m" } });
+    expect(parseServerFrame('{"type":"gap","channel":"a","reason":"unrecoverable","position":null}')).toEqual({
+      type: "gap",
+      channel: "a",
+      reason: "unrecoverable",
+      position: null,
+    });
   });
 
   it("takes anonymous users, null positions, ephemeral messages and null data", () => {
@@ -70,6 +79,9 @@ describe("parseServerFrame", () => {
       '{"type":"message","channel":"a","data":1,"time":1,"offset":-1,"epoch":"e"}',
       '{"type":"error","message":"x"}',
       '{"type":"connected"}',
+      '{"type":"gap","reason":"unrecoverable","position":null}',
+      '{"type":"gap","channel":"a","position":null}',
+      '{"type":"gap","channel":"a","reason":"unrecoverable","position":{"offset":1}}',
     ]) {
       expect(() => parseServerFrame(text), text).toThrow(FrameError);
     }

@@ -24,6 +24,7 @@ use tracing::debug;
 
 use crate::auth::{AuthError, Identity, token_from};
 use crate::client::client;
+use crate::delivery::Delivery;
 use crate::error::ApiError;
 use crate::session::Subscriptions;
 use crate::state::AppState;
@@ -240,6 +241,11 @@ async fn stream(
                     break;
                 }
                 while let Some(delivery) = batch.pop_front() {
+                    if let Some(event) = gap_event(&mut subscriptions, &request.channels, &delivery)
+                        && !send(event).await
+                    {
+                        return;
+                    }
                     if subscriptions.admit(&delivery) {
                         let line = id_line(&subscriptions, &request.channels, None);
                         if !send(line).await || !send(delivery.sse_event()).await {
@@ -257,6 +263,20 @@ async fn stream(
         }
     }
     debug!(client = %id, "sse stream ended");
+}
+
+/// The `event: gap` to send before `delivery`, when the client's position on its
+/// channel has become void; its `id:` already holds the position the gap announces,
+/// so an `EventSource` that reconnects after it resumes from there.
+fn gap_event(
+    subscriptions: &mut Subscriptions,
+    channels: &[ChannelName],
+    delivery: &Delivery,
+) -> Option<Bytes> {
+    let gap = subscriptions.notice(delivery)?;
+    let mut event = id_line(subscriptions, channels, None).to_vec();
+    event.extend_from_slice(format!("event: gap\ndata: {}\n\n", gap.to_json()).as_bytes());
+    Some(Bytes::from(event))
 }
 
 /// The `id:` line: every channel's position, with `overriding` one channel's (for recovered messages).

@@ -43,6 +43,12 @@ pub trait Session: Send {
     /// channel the client has left since it was queued).
     fn render(&mut self, delivery: &Delivery) -> Option<Message>;
 
+    /// A notice to send before `delivery`, rendered or not (a `gap` frame in the
+    /// Herald protocol). The tutorial's dialect has none: it knows no positions.
+    fn notice(&mut self, _delivery: &Delivery) -> Option<Message> {
+        None
+    }
+
     /// Handles one text frame from the client; may answer on `socket`. An error ends the connection.
     fn on_text(
         &mut self,
@@ -438,6 +444,11 @@ impl Session for HeraldSession {
             .then(|| Message::Text(delivery.herald_frame()))
     }
 
+    fn notice(&mut self, delivery: &Delivery) -> Option<Message> {
+        let gap = self.subscriptions.notice(delivery)?;
+        Some(Message::Text(gap.to_json().into()))
+    }
+
     async fn on_text(
         &mut self,
         text: Utf8Bytes,
@@ -735,6 +746,13 @@ async fn write_batch(
     session: &mut impl Session,
 ) -> Result<(), axum::Error> {
     while let Some(delivery) = batch.pop_front() {
+        if let Some(notice) = session.notice(&delivery) {
+            socket.feed(notice).await?;
+        }
+        // A gap notice is never rendered as a message, whatever the dialect.
+        if delivery.is_gap() {
+            continue;
+        }
         if let Some(message) = session.render(&delivery) {
             socket.feed(message).await?;
         }
