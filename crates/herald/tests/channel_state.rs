@@ -293,6 +293,10 @@ async fn a_lost_meta_key_starts_a_new_epoch_instead_of_blocking_publishing() {
     assert_eq!(answer["offset"], 1, "{answer}");
     assert_ne!(answer["epoch"], old["epoch"]);
     let new_epoch = answer["epoch"].clone();
+    // The client that stayed connected is told its position is void before the new epoch's first message.
+    let gap = expect_frame(&mut live, "gap").await;
+    assert_eq!(gap["reason"], "epoch_changed", "{gap}");
+    assert_eq!(gap["position"], json!({"offset": 0, "epoch": new_epoch}));
     let message = expect_frame(&mut live, "message").await;
     assert_eq!(message["data"], 4);
     assert_eq!(message["epoch"], new_epoch);
