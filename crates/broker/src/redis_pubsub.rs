@@ -421,6 +421,12 @@ impl Subscriber {
         // History was lost and started a new epoch (Redis restarted empty): the old
         // epoch's messages are gone, but whatever the new one holds is still forwarded.
         warn!(%channel, since = %since, now = %recovery.position, "the channel's history started a new epoch; telling its clients");
+        if recovery.position.offset == 0 {
+            // Nothing published since the loss: the channel has no epoch yet (a read
+            // answers a one-off name no message will carry), so there is no position
+            // to hand out; the next message starts the new epoch.
+            return Ok(self.announce(channel, GapReason::EpochChanged, None).await);
+        }
         let start = Position::new(0, recovery.position.epoch.clone());
         match self
             .read_history(conn, channel, Some(&start), limit)
