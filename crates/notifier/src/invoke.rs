@@ -23,7 +23,7 @@ use herald_broker::{Broker, BrokerError};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::deliver::{Delivered, deliver_text};
+use crate::deliver::{Delivered, RawSink, deliver_text};
 use crate::handler::{Notification, Rejection};
 
 /// The body of a successful invocation.
@@ -80,7 +80,7 @@ async fn invoke(
 ) -> Result<Json<InvokeResponse>, InvokeError> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| InvokeError::BadRequest("body is not UTF-8".to_owned()))?;
-    match deliver_text(&*broker, text).await? {
+    match deliver_text(&*broker, text, RawSink::Broker).await? {
         Delivered::Published(notifications) => Ok(Json(InvokeResponse { notifications })),
         Delivered::Rejected(Rejection::NotJson(why)) => {
             Err(InvokeError::BadRequest(format!("body is not JSON: {why}")))
