@@ -23,7 +23,7 @@
 //!
 //! Ignored in the plain `cargo test` run because it needs Node and the built
 //! TypeScript client; `scripts/test.sh` runs it after building them
-//! (`cargo test -p herald --test chaos -- --ignored`), and then a missing
+//! (`cargo test -p herald --test chaos nothing_is_lost -- --ignored`), and then a missing
 //! Node or client fails it.
 #![allow(clippy::unwrap_used)]
 
@@ -998,4 +998,145 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+// ---------------------------------------------------------------------- everysec
+
+/// With `appendfsync everysec` a machine crash may lose the last second of
+/// acknowledged writes: Redis comes back *behind* what clients have seen, in the
+/// same epoch, and the next publishes reuse offsets clients already hold for
+/// other messages. That must reach clients as a new epoch or a gap signal,
+/// never silently (docs/protocol.md, "The guarantee"). The lost second is
+/// simulated exactly: the data directory is copied after an fsync and put back
+/// after more publishes.
+#[tokio::test]
+#[ignore = "fails on main: history set back by lost writes keeps its epoch and offsets are reused silently (reported in issue #7 part C); un-ignore with the broker fix"]
+async fn history_set_back_by_lost_writes_is_announced_not_reused_silently() {
+    use herald_testkit::{connect, expect_frame, post_json, send_json};
+
+    let mut redis = DurableRedis::start("everysec").await;
+    let gateway = GatewayProcess::start(
+        herald(),
+        &redis.url(),
+        "a",
+        &[
+            "--history",
+            HISTORY,
+            "--api-key",
+            API_KEY,
+            "--public-channel",
+            "news:*",
+        ],
+    )
+    .await;
+    gateway.wait_readyz(200).await;
+    let channel = "news:set-back";
+    let publish = |n: u64| async move {
+        let body = json!({"channel": channel, "data": {"n": n}});
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, reply) =
+                post_json(gateway.addr, "/api/publish", Some(API_KEY), &body).await;
+            if status == 200 {
+                return reply;
+            }
+            assert!(Instant::now() < deadline, "publish {n}: {status} {reply}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+
+    // A stays connected throughout.
+    let url = format!("ws://{}/ws", gateway.addr);
+    let mut a = connect(&url).await;
+    expect_frame(&mut a, "connected").await;
+    send_json(
+        &mut a,
+        json!({"type":"subscribe","id":1,"channels":[{"channel": channel}]}),
+    )
+    .await;
+    expect_frame(&mut a, "subscribed").await;
+    for n in 1..=5 {
+        publish(n).await;
+        expect_frame(&mut a, "message").await;
+    }
+    // Past the once-a-second fsync: these five are on disk.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let on_disk = redis.snapshot();
+    let mut epoch = String::new();
+    for n in 6..=10 {
+        let reply = publish(n).await;
+        epoch = reply["epoch"].as_str().unwrap().to_owned();
+        let message = expect_frame(&mut a, "message").await;
+        assert_eq!(message["offset"], n);
+    }
+
+    // The machine crashes; the last five acknowledged publishes were not fsynced.
+    redis.restore(&on_disk).await;
+    gateway.wait_readyz(200).await;
+    let mut after = Vec::new();
+    for n in 11..=16 {
+        after.push(publish(n).await);
+    }
+
+    // A client that held offset 10 of the old history, resubscribing as the protocol says,
+    // must not be told that it missed only what came after 10.
+    let mut b = connect(&url).await;
+    expect_frame(&mut b, "connected").await;
+    send_json(
+        &mut b,
+        json!({"type":"subscribe","id":1,"channels":[{"channel": channel, "since": {"offset": 10, "epoch": epoch}}]}),
+    )
+    .await;
+    let subscribed = expect_frame(&mut b, "subscribed").await;
+    let told_b =
+        subscribed["recovered"] == false || subscribed["position"]["epoch"] != epoch.as_str();
+
+    // A must see all six new messages, and either in a new epoch or after a signal.
+    let mut told_a = false;
+    let mut silently_reused = Vec::new();
+    let mut received = Vec::new();
+    while received.len() < 6 {
+        let frame = match herald_testkit::next_seen(&mut a, Duration::from_secs(5)).await {
+            Ok(herald_testkit::Seen::Text(text)) => serde_json::from_str::<Value>(&text).unwrap(),
+            Ok(other) => {
+                received.push(json!(format!("{other:?}")));
+                break;
+            }
+            Err(_) => {
+                received.push(json!("nothing more within 5 s"));
+                break;
+            }
+        };
+        if frame["type"] != "message" {
+            told_a = true;
+            continue;
+        }
+        let offset = frame["offset"].as_u64().unwrap_or(0);
+        if !told_a && frame["epoch"] == epoch.as_str() && offset <= 10 {
+            silently_reused.push(frame.clone());
+        }
+        received.push(frame);
+    }
+    let messages = received.iter().filter(|f| f["type"] == "message").count();
+    let mut failures = Vec::new();
+    if !told_b {
+        failures.push(format!(
+            "a client resubscribing with since=10 in epoch {epoch} was told {subscribed}, although offsets 6..=10 now hold other messages"
+        ));
+    }
+    if messages != 6 {
+        failures.push(format!(
+            "the connected client received {messages} of the 6 messages published after the loss (told of it: {told_a}): {received:?}"
+        ));
+    }
+    if !silently_reused.is_empty() {
+        failures.push(format!(
+            "the connected client got offsets it already had, in the same epoch, with no signal: {silently_reused:?}"
+        ));
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n(the publishes after the loss answered {after:?})",
+        failures.join("\n")
+    );
 }
