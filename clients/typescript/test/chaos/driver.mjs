@@ -47,10 +47,17 @@ const clients = plan.clients.map(({ id, urls, channels }) => {
   });
   client.on("recovered", (r) => out({ c: id, t: "recovered", ch: r.channel, rec: r.recovered, missed: r.missed }));
   client.on("error", (frame) => out({ c: id, t: "error", frame }));
-  // Whatever else this client version reports (e.g. a frame it does not know) is a signal to count.
-  for (const event of ["invalidFrame", "epoch", "reset", "gap"]) {
-    client.on(event, (value) => out({ c: id, t: "signal", what: event, value: String(value?.message ?? JSON.stringify(value)) }));
-  }
+  // Whatever else this client version reports — a frame it does not know
+  // (`invalidFrame`), or any event a newer version adds (a new epoch, a gap) —
+  // is a signal, and the test counts it as an announced gap. Events go through
+  // the client's own `emit`, so wrapping it sees every one, whatever its name.
+  const emit = client.emit.bind(client);
+  client.emit = (event, value) => {
+    if (!["state", "recovered", "error"].includes(event)) {
+      out({ c: id, t: "signal", what: event, value: String(value?.message ?? JSON.stringify(value)) });
+    }
+    return emit(event, value);
+  };
   for (const ch of channels) {
     const sub = client.subscribe(ch, (m) => out({ c: id, t: "msg", ch: m.channel, o: m.offset, e: m.epoch, d: m.data }));
     sub.on("subscribed", (s) => out({ c: id, t: "subscribed", ch: s.channel, pos: s.position, rec: s.recovered }));
