@@ -11,10 +11,12 @@
 //! `/ws/notifications`. Publishing goes on the whole time through
 //! `POST /api/publish` (idempotency keys, retried until they succeed), the
 //! Rust publisher (`herald-publisher`, same) and content creation, which the
-//! notifiers turn into `news:content` messages. Meanwhile: gateway `a` is
-//! SIGKILLed, Redis is SIGKILLed and started again on its data, notifier `n1`
-//! is SIGKILLed while it holds events, and one Node process is SIGSTOPped
-//! past the write and ping timeouts, then resumed.
+//! notifiers turn into `news:content` messages. Meanwhile: Redis is SIGKILLed
+//! and, while it is down, gateway `a` too (its clients reconnect to `b`);
+//! Redis is started again on its data, and later crashed and restarted once
+//! more with every client connected; notifier `n1` is SIGKILLed between
+//! publishing an event's notifications and acknowledging it; and one Node
+//! process is SIGSTOPped past the write and ping timeouts, then resumed.
 //!
 //! The reference is the channels' history in Redis, itself checked against
 //! what every publisher was told: each published message is there exactly
@@ -290,12 +292,24 @@ async fn nothing_is_lost_duplicated_or_reordered_through_gateway_redis_notifier_
         |seconds: u64| tokio::time::sleep_until((started + Duration::from_secs(seconds)).into());
 
     // ---------------------------------------------------------------- the faults
+    // Gateway a dies while Redis is down: its clients reconnect to b, which cannot
+    // read history yet.
     at(6).await;
-    eprintln!("chaos: t={:?} SIGKILL gateway a", started.elapsed());
+    eprintln!("chaos: t={:?} SIGKILL redis", started.elapsed());
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    eprintln!(
+        "chaos: t={:?} SIGKILL gateway a (redis is down)",
+        started.elapsed()
+    );
     let dead_gateway = gateways.remove(0);
     drop(dead_gateway);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.start_again().await;
+    eprintln!("chaos: t={:?} redis is back on its AOF", started.elapsed());
 
-    at(13).await;
+    // Redis crashes again with every client connected: the gateway fills the gap itself.
+    at(14).await;
     eprintln!("chaos: t={:?} SIGKILL redis", started.elapsed());
     redis.kill();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -428,7 +442,7 @@ async fn nothing_is_lost_duplicated_or_reordered_through_gateway_redis_notifier_
         }
     });
     println!(
-        "chaos totals: published={} (api+publisher={}, content={}) delivered={} recovered={} announced_gaps={} duplicates={} (dropped by the TS client itself: {}) publish_retries={} (answered duplicate: {}) | tutorial: received={} gaps={} duplicates={} | n1 killed between publish and ack: {} (holding {}, after {} looks)",
+        "chaos totals: published={} (api+publisher={}, content={}) delivered={} recovered={} announced_gaps={} duplicates={} (dropped by the TS client itself: {}) internal_errors_retried={} publish_retries={} (answered duplicate: {}) | tutorial: received={} gaps={} duplicates={} | n1 killed between publish and ack: {} (holding {}, after {} looks)",
         totals.published,
         outbox.sent.lock().unwrap().len(),
         created.len(),
@@ -437,6 +451,7 @@ async fn nothing_is_lost_duplicated_or_reordered_through_gateway_redis_notifier_
         totals.announced_gaps,
         totals.duplicates,
         totals.dropped_by_client,
+        totals.internal_errors,
         outbox.retries.load(Ordering::Relaxed),
         outbox.duplicates_answered.load(Ordering::Relaxed),
         totals.tutorial_received,
@@ -766,6 +781,7 @@ struct Totals {
     announced_gaps: usize,
     duplicates: usize,
     dropped_by_client: u64,
+    internal_errors: u64,
     tutorial_received: usize,
     tutorial_gaps: usize,
     tutorial_duplicates: usize,
@@ -864,6 +880,7 @@ fn check_client(
     problems: &mut Vec<String>,
 ) {
     totals.recovered += log.recovered;
+    totals.internal_errors += log.internal_errors;
     totals.announced_gaps += log.announced_gaps.len();
     for gap in &log.announced_gaps {
         problems.push(format!("{id}: announced gap: {gap}"));

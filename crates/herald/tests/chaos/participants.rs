@@ -9,7 +9,7 @@
 //! every signal and every disconnect, and the test compares that with what was
 //! published.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -46,6 +46,8 @@ pub(crate) struct ClientLog {
     pub(crate) announced_gaps: Vec<String>,
     /// Error frames and unexpected frames, for the report.
     pub(crate) errors: Vec<String>,
+    /// `internal` error frames ("retry later"), each followed by a new subscribe.
+    pub(crate) internal_errors: u64,
     /// Each disconnect seen (close code, or 1006 for a dropped connection).
     pub(crate) disconnects: Vec<u16>,
     /// Connections that reached `connected`.
@@ -176,37 +178,29 @@ async fn rust_session(
     logs: &Logs,
     stop: &CancellationToken,
 ) -> u16 {
-    let entries: Vec<Value> = channels
-        .iter()
-        .map(|channel| {
-            let since = logs.with(id, |log| {
-                let offset = log.last_offset(channel)?;
-                let epoch = log
-                    .received
-                    .get(channel)
-                    .and_then(|r| r.last())
-                    .map(|r| r.epoch.clone())
-                    .or_else(|| {
-                        log.first_position
-                            .get(channel)
-                            .and_then(|p| p.as_ref())
-                            .map(|p| p.1.clone())
-                    })?;
-                Some(json!({"offset": offset, "epoch": epoch}))
-            });
-            match since {
-                Some(since) => json!({"channel": channel, "since": since}),
-                None => json!({"channel": channel}),
-            }
-        })
-        .collect();
-    let subscribe = json!({"type": "subscribe", "id": 1, "channels": entries});
-    if ws.send(Message::text(subscribe.to_string())).await.is_err() {
+    if ws
+        .send(Message::text(
+            subscribe_frame(id, channels, logs).to_string(),
+        ))
+        .await
+        .is_err()
+    {
         return 1006;
     }
+    // Channels answered `internal` ("retry later"): subscribed again after a pause.
+    let mut retry: BTreeSet<String> = BTreeSet::new();
+    let mut retry_at = tokio::time::Instant::now();
     loop {
         let next = tokio::select! {
             () = stop.cancelled() => return 1000,
+            () = tokio::time::sleep_until(retry_at), if !retry.is_empty() => {
+                let channels: Vec<String> = std::mem::take(&mut retry).into_iter().collect();
+                let frame = subscribe_frame(id, &channels, logs);
+                if ws.send(Message::text(frame.to_string())).await.is_err() {
+                    return 1006;
+                }
+                continue;
+            }
             next = ws.next() => next,
         };
         let text = match next {
@@ -232,6 +226,11 @@ async fn rust_session(
                 &frame["epoch"],
                 frame["data"].clone(),
             ),
+            "error" if frame["code"] == "internal" && !channel.is_empty() => {
+                logs.with(id, |log| log.internal_errors += 1);
+                retry.insert(channel.to_owned());
+                retry_at = tokio::time::Instant::now() + Duration::from_millis(200);
+            }
             "error" => logs.with(id, |log| log.errors.push(frame.to_string())),
             "pong" | "unsubscribed" => {}
             // A frame this client does not know: whatever tells a client its
@@ -242,6 +241,35 @@ async fn rust_session(
             }),
         }
     }
+}
+
+/// `subscribe` for `channels`, each with `since` = the last position this client has, if any.
+fn subscribe_frame(id: &str, channels: &[String], logs: &Logs) -> Value {
+    let entries: Vec<Value> = channels
+        .iter()
+        .map(|channel| {
+            let since = logs.with(id, |log| {
+                let offset = log.last_offset(channel)?;
+                let epoch = log
+                    .received
+                    .get(channel)
+                    .and_then(|r| r.last())
+                    .map(|r| r.epoch.clone())
+                    .or_else(|| {
+                        log.first_position
+                            .get(channel)
+                            .and_then(|p| p.as_ref())
+                            .map(|p| p.1.clone())
+                    })?;
+                Some(json!({"offset": offset, "epoch": epoch}))
+            });
+            match since {
+                Some(since) => json!({"channel": channel, "since": since}),
+                None => json!({"channel": channel}),
+            }
+        })
+        .collect();
+    json!({"type": "subscribe", "id": 1, "channels": entries})
 }
 
 // ------------------------------------------------------------------ tutorial clients
@@ -402,6 +430,10 @@ fn record_driver_line(logs: &Logs, line: &str) {
             }
             _ => {}
         },
+        // `internal` means "retry later", and the client does.
+        "error" if event["frame"]["code"] == "internal" => {
+            logs.with(&id, |log| log.internal_errors += 1)
+        }
         "error" => logs.with(&id, |log| log.errors.push(event["frame"].to_string())),
         "signal" => logs.with(&id, |log| {
             log.announced_gaps.push(format!("client signal: {event}"))
