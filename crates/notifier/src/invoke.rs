@@ -34,7 +34,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::api_key::{ApiKeys, KeyRefusal};
-use crate::deliver::{Delivered, deliver_text};
+use crate::deliver::{Delivered, RawSink, deliver_text};
 use crate::handler::{Notification, Rejection};
 
 /// The body of a successful invocation.
@@ -135,7 +135,7 @@ async fn invoke(
         })?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| InvokeError::BadRequest("body is not UTF-8".to_owned()))?;
-    match deliver_text(&*broker, text).await? {
+    match deliver_text(&*broker, text, RawSink::Broker).await? {
         Delivered::Published(notifications) => Ok(Json(InvokeResponse { notifications })),
         Delivered::Rejected(Rejection::NotJson(why)) => {
             Err(InvokeError::BadRequest(format!("body is not JSON: {why}")))

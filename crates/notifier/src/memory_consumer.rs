@@ -13,7 +13,7 @@ use herald_broker::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::deliver::{Delivered, deliver_text};
+use crate::deliver::{Delivered, RawSink, deliver_text};
 use crate::memory_log::MemoryEvents;
 
 /// Handles every event appended to the in-memory log until `cancel` fires or every writer is gone.
@@ -33,7 +33,7 @@ pub async fn run_memory_consumer(
             },
         };
         loop {
-            match deliver_text(&*broker, &text).await {
+            match deliver_text(&*broker, &text, RawSink::Broker).await {
                 Ok(Delivered::Published(notifications)) => {
                     debug!(count = notifications.len(), "published notifications");
                     backoff.reset();

@@ -4,8 +4,10 @@
 //! `herald:domain-events` under its own consumer name. Redis hands each new
 //! entry to exactly one member (`XREADGROUP … >`); the member publishes the
 //! entry's notifications through the [`Broker`] and only then acknowledges it
-//! (`XACK`). Delivery is therefore at least once, and exactly once while no
-//! instance dies between publishing and acknowledging.
+//! (`XACK`). Delivery is therefore at least once; the notifications of an
+//! event with an `event_id` are published exactly once all the same, because
+//! each carries an idempotency key made of that id (see [`crate::deliver`]),
+//! so an event handled again after its member died is not published twice.
 //!
 //! # When an instance dies
 //!
@@ -44,7 +46,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::deliver::{Delivered, deliver_text};
+use crate::deliver::{Delivered, RawSink, deliver_text};
 use crate::event_log::{DEAD_LETTER_STREAM, DOMAIN_EVENTS_STREAM, STREAM_MAXLEN};
 use crate::handler::Rejection;
 use crate::stream_entry::{Entry, EventField, autoclaim_reply, entry_list, read_reply};
@@ -407,13 +409,15 @@ impl Consumer {
                 self.dead_letter(conn, &entry.id, "", &Rejection::NoEventField)
                     .await
             }
-            EventField::Present(text) => match deliver_text(&*self.broker, &text).await? {
-                Delivered::Published(_) => self.ack(conn, &entry.id).await,
-                Delivered::Rejected(rejection) => {
-                    warn!(entry = %entry.id, reason = %rejection, "dead-lettering an event that cannot be handled");
-                    self.dead_letter(conn, &entry.id, &text, &rejection).await
+            EventField::Present(text) => {
+                match deliver_text(&*self.broker, &text, RawSink::Once(conn)).await? {
+                    Delivered::Published(_) => self.ack(conn, &entry.id).await,
+                    Delivered::Rejected(rejection) => {
+                        warn!(entry = %entry.id, reason = %rejection, "dead-lettering an event that cannot be handled");
+                        self.dead_letter(conn, &entry.id, &text, &rejection).await
+                    }
                 }
-            },
+            }
         }
     }
 

@@ -590,3 +590,158 @@ pub async fn connect_with_headers(
         Err(e) => panic!("connect {url}: {e}"),
     }
 }
+
+/// A `redis-server` that keeps its data in an append-only file in its own
+/// temporary directory, so it can be crashed (SIGKILL) and started again on the
+/// same port with the same data, the way a production Redis with AOF restarts.
+///
+/// With `appendfsync always` every acknowledged write is on disk before the
+/// reply, so a crash loses nothing a client was told succeeded; with
+/// `everysec` up to about a second of acknowledged writes may be lost.
+/// Killed on drop; the directory is removed with it.
+pub struct DurableRedis {
+    pub port: u16,
+    dir: PathBuf,
+    appendfsync: String,
+    process: Option<ChildProcess>,
+}
+
+impl DurableRedis {
+    /// Starts a server on a free port with `appendonly yes` and the given
+    /// `appendfsync` policy (`always`, `everysec`, `no`), and waits until it answers PING.
+    pub async fn start(appendfsync: &str) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "herald-durable-redis-{}-{port}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = DurableRedis {
+            port,
+            dir,
+            appendfsync: appendfsync.to_owned(),
+            process: None,
+        };
+        server.start_again().await;
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id of the running server (0 when it is down).
+    pub fn pid(&self) -> u32 {
+        self.process
+            .as_ref()
+            .map(ChildProcess::pid)
+            .unwrap_or_default()
+    }
+
+    /// Kills the server (SIGKILL: a crash, no final fsync, no goodbye to clients).
+    pub fn kill(&mut self) {
+        self.process = None;
+    }
+
+    /// Starts the server on the same port with the same data directory (after
+    /// [`kill`](Self::kill), or at first) and waits until it has loaded its
+    /// append-only file and answers PING.
+    pub async fn start_again(&mut self) {
+        self.kill();
+        let port = self.port.to_string();
+        let dir = self.dir.display().to_string();
+        let args = [
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            &dir,
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            &self.appendfsync,
+        ];
+        self.process = Some(ChildProcess::start(
+            &redis_server_binary(),
+            "redis-server (aof)",
+            &args,
+        ));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // While it loads the file, Redis answers PING with a LOADING error.
+            if let Ok(mut conn) = self.connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            assert!(
+                self.process.as_mut().is_some_and(ChildProcess::is_running),
+                "redis-server (aof) on port {} exited at start-up",
+                self.port
+            );
+            assert!(
+                Instant::now() < deadline,
+                "redis-server (aof) on port {} did not start",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A fresh multiplexed connection.
+    pub async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await
+    }
+}
+
+impl DurableRedis {
+    /// Copies the server's data directory as it is on disk now, to put back later
+    /// with [`restore`](Self::restore). Wait for an fsync first (`everysec`: over a second).
+    pub fn snapshot(&self) -> PathBuf {
+        let to = self.dir.with_extension(format!("snapshot-{}", free_port()));
+        copy_dir(&self.dir, &to);
+        to
+    }
+
+    /// Kills the server, puts `snapshot` back as its data and starts it again: the
+    /// server comes back without every write made after the snapshot, as after a
+    /// machine crash that lost the writes not yet fsynced (`appendfsync everysec`).
+    pub async fn restore(&mut self, snapshot: &Path) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        copy_dir(snapshot, &self.dir);
+        let _ = std::fs::remove_dir_all(snapshot);
+        self.start_again().await;
+    }
+}
+
+/// Copies a directory tree (files and directories only).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+impl Drop for DurableRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
