@@ -476,13 +476,26 @@ pub async fn post_json(
     )
 }
 
-/// A Server-Sent Events stream read event by event.
+/// A Server-Sent Events stream read event by event, parsed as the HTML spec's
+/// `EventSource` does: lines end at CRLF, LF or CR; `data:` lines are joined with
+/// `\n`; one space after the colon is dropped; comments and unknown fields are
+/// ignored; an event with no data is not dispatched; the last event id and the
+/// `retry:` hint persist across events.
 pub struct SseStream {
     response: reqwest::Response,
-    buffer: String,
+    /// Bytes received but not yet split into lines (a line may span chunks).
+    buffer: Vec<u8>,
+    /// The fields of the event being read.
+    pending: SseEvent,
+    /// The stream's last event id buffer (what a reconnect sends as `Last-Event-ID`).
+    last_event_id: String,
+    /// The last valid `retry:` hint, in milliseconds.
+    retry: Option<u64>,
+    /// The server ended the response.
+    ended: bool,
 }
 
-/// One SSE event: its `id`, `event` and `data` fields (comments are skipped).
+/// One SSE event: the last event id at its dispatch, its `event` type and its `data`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SseEvent {
     pub id: Option<String>,
@@ -492,6 +505,9 @@ pub struct SseEvent {
 
 impl SseStream {
     /// Opens `url` with the given headers; fails unless it answers 200.
+    ///
+    /// A `last-event-id` header among them seeds the stream's last event id, as
+    /// an `EventSource` that reconnects keeps it.
     pub async fn open(
         url: &str,
         headers: &[(&str, &str)],
@@ -508,47 +524,113 @@ impl SseStream {
                 response.json().await.unwrap_or(serde_json::Value::Null),
             ));
         }
+        let last_event_id = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("last-event-id"))
+            .map(|(_, value)| (*value).to_owned())
+            .unwrap_or_default();
         Ok(SseStream {
             response,
-            buffer: String::new(),
+            buffer: Vec::new(),
+            pending: SseEvent::default(),
+            last_event_id,
+            retry: None,
+            ended: false,
         })
     }
 
-    /// The next event (not comment), within 10 s.
+    /// The next event (not comment), within 10 s; fails if the stream ends first.
     pub async fn next_event(&mut self) -> SseEvent {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut event = SseEvent {
-                    event: "message".to_owned(),
-                    ..SseEvent::default()
-                };
-                let mut has_field = false;
-                for line in block.lines() {
-                    if let Some(value) = line.strip_prefix("id: ") {
-                        event.id = Some(value.to_owned());
-                        has_field = true;
-                    } else if let Some(value) = line.strip_prefix("event: ") {
-                        event.event = value.to_owned();
-                        has_field = true;
-                    } else if let Some(value) = line.strip_prefix("data: ") {
-                        event.data.push_str(value);
-                        has_field = true;
-                    }
-                }
-                if has_field && !event.data.is_empty() {
-                    return event;
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
-                .await
-                .expect("no SSE event within 10s")
-                .unwrap();
-            let chunk = chunk.expect("the SSE stream ended");
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        match self.next_or_end(Duration::from_secs(10)).await {
+            Ok(Some(event)) => event,
+            Ok(None) => panic!("the SSE stream ended"),
+            Err(e) => panic!("{e}"),
         }
+    }
+
+    /// The next event, or `None` when the server ended the stream; fails after `within`.
+    pub async fn next_or_end(&mut self, within: Duration) -> Result<Option<SseEvent>> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            while let Some(line) = self.next_line() {
+                if let Some(event) = self.process(&line) {
+                    return Ok(Some(event));
+                }
+            }
+            if self.ended {
+                // An event not ended by an empty line is discarded, as the spec says.
+                return Ok(None);
+            }
+            let Ok(chunk) = tokio::time::timeout_at(deadline, self.response.chunk()).await else {
+                bail!("no SSE event within {within:?}")
+            };
+            match chunk {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
+                // A reset connection ends the stream too: EventSource would reconnect.
+                Ok(None) | Err(_) => self.ended = true,
+            }
+        }
+    }
+
+    /// The id a reconnect would send as `Last-Event-ID` (empty when none was set).
+    pub fn last_event_id(&self) -> &str {
+        &self.last_event_id
+    }
+
+    /// The reconnection time the server asked for, in milliseconds.
+    pub fn retry(&self) -> Option<u64> {
+        self.retry
+    }
+
+    /// The next complete line, without its terminator. A CR at the very end
+    /// of the buffer waits for the next chunk: it may be the start of a CRLF.
+    fn next_line(&mut self) -> Option<String> {
+        let at = self
+            .buffer
+            .iter()
+            .position(|b| matches!(b, b'\r' | b'\n'))?;
+        let skip = match (self.buffer[at], self.buffer.get(at + 1)) {
+            (b'\r', Some(b'\n')) => 2,
+            (b'\r', None) if !self.ended => return None,
+            _ => 1,
+        };
+        let line = String::from_utf8_lossy(&self.buffer[..at]).into_owned();
+        self.buffer.drain(..at + skip);
+        Some(line)
+    }
+
+    /// Applies one line; returns the event an empty line dispatches.
+    fn process(&mut self, line: &str) -> Option<SseEvent> {
+        if line.is_empty() {
+            let mut event = std::mem::take(&mut self.pending);
+            if event.data.is_empty() {
+                return None;
+            }
+            event.data.pop(); // the LF after the last data line
+            if event.event.is_empty() {
+                event.event = "message".to_owned();
+            }
+            event.id = Some(self.last_event_id.clone()).filter(|id| !id.is_empty());
+            return Some(event);
+        }
+        if line.starts_with(':') {
+            return None;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => self.pending.event = value.to_owned(),
+            "data" => {
+                self.pending.data.push_str(value);
+                self.pending.data.push('\n');
+            }
+            "id" if !value.contains('\0') => self.last_event_id = value.to_owned(),
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                self.retry = value.parse().ok();
+            }
+            _ => {}
+        }
+        None
     }
 }
 
