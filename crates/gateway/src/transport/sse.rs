@@ -211,10 +211,11 @@ async fn stream(
         Instant::now() + state.config.ping_interval,
         state.config.ping_interval,
     );
+    // A token valid for longer than an `Instant` can count never expires in practice.
     let expires = request
         .identity
         .expires_in()
-        .map(|left| Instant::now() + left);
+        .and_then(|left| Instant::now().checked_add(left));
     let expiry = async move {
         match expires {
             Some(at) => tokio::time::sleep_until(at).await,
