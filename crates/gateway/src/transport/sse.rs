@@ -6,7 +6,9 @@
 //! when it reconnects, recovers everything it missed without any code on the
 //! page. A task per stream does what the WebSocket loop does: drain the
 //! client's queue, filter repeats, ping (as SSE comments, which also keep
-//! proxies from closing an idle stream), and stop on shutdown or expiry.
+//! proxies from closing an idle stream), and stop on shutdown or expiry — or
+//! when a subscribe fails, so that `EventSource` reconnects instead of
+//! holding a stream that will never deliver that channel.
 
 use std::collections::VecDeque;
 
