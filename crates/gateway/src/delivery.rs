@@ -15,6 +15,7 @@ use herald_protocol::frames::{encode_message, payload_as_json};
 use herald_protocol::{ChannelName, Position};
 
 use crate::client::Frame;
+use crate::transport::sse_event;
 
 /// A bus message with its lazily built, shared encodings.
 #[derive(Debug)]
@@ -104,17 +105,14 @@ impl Delivery {
             .clone()
     }
 
-    /// The SSE event (`event: message` and its `data:` line, ending the event).
+    /// The SSE event (`event: message` and its `data:` lines, ending the event).
+    ///
+    /// One `data:` line per line of the frame: a payload published pretty-printed
+    /// keeps its line breaks in the frame, and written on one `data:` line they
+    /// would cut the event apart (see [`sse_event`]).
     pub fn sse_event(&self) -> Bytes {
         self.sse
-            .get_or_init(|| {
-                let frame = self.herald_frame();
-                let mut event = Vec::with_capacity(frame.as_str().len() + 24);
-                event.extend_from_slice(b"event: message\ndata: ");
-                event.extend_from_slice(frame.as_str().as_bytes());
-                event.extend_from_slice(b"\n\n");
-                Bytes::from(event)
-            })
+            .get_or_init(|| sse_event::event("message", self.herald_frame().as_str()))
             .clone()
     }
 }
@@ -166,6 +164,24 @@ mod tests {
         assert_eq!(
             json_message(r#"{"a":1}"#).tutorial_frame(),
             Frame::Text(Utf8Bytes::from_static(r#"{"a":1}"#))
+        );
+    }
+
+    #[test]
+    fn a_pretty_printed_payload_is_one_valid_sse_event() {
+        let pretty = "{\n  \"title\": \"two\\nlines\",\r\n\n  \"n\": [1,\n 2]\n}";
+        let event = json_message(pretty).sse_event();
+        let text = std::str::from_utf8(&event).unwrap();
+        // Only the closing empty line ends the event.
+        assert_eq!(text.find("\n\n"), Some(text.len() - 2), "{text:?}");
+        let data: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .collect();
+        let frame: serde_json::Value = serde_json::from_str(&data.join("\n")).unwrap();
+        assert_eq!(
+            frame["data"],
+            serde_json::json!({"title": "two\nlines", "n": [1, 2]})
         );
     }
 

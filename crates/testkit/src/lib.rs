@@ -18,6 +18,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+mod sse;
+pub use sse::{SseEvent, SseParser, SseStream};
+
 /// A WebSocket client connection as the tests use it.
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -474,82 +477,6 @@ pub async fn post_json(
         status,
         response.json().await.unwrap_or(serde_json::Value::Null),
     )
-}
-
-/// A Server-Sent Events stream read event by event.
-pub struct SseStream {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-/// One SSE event: its `id`, `event` and `data` fields (comments are skipped).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SseEvent {
-    pub id: Option<String>,
-    pub event: String,
-    pub data: String,
-}
-
-impl SseStream {
-    /// Opens `url` with the given headers; fails unless it answers 200.
-    pub async fn open(
-        url: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<Self, (u16, serde_json::Value)> {
-        let mut request = reqwest::Client::new().get(url);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.unwrap();
-        if response.status().as_u16() != 200 {
-            let status = response.status().as_u16();
-            return Err((
-                status,
-                response.json().await.unwrap_or(serde_json::Value::Null),
-            ));
-        }
-        Ok(SseStream {
-            response,
-            buffer: String::new(),
-        })
-    }
-
-    /// The next event (not comment), within 10 s.
-    pub async fn next_event(&mut self) -> SseEvent {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut event = SseEvent {
-                    event: "message".to_owned(),
-                    ..SseEvent::default()
-                };
-                let mut has_field = false;
-                for line in block.lines() {
-                    if let Some(value) = line.strip_prefix("id: ") {
-                        event.id = Some(value.to_owned());
-                        has_field = true;
-                    } else if let Some(value) = line.strip_prefix("event: ") {
-                        event.event = value.to_owned();
-                        has_field = true;
-                    } else if let Some(value) = line.strip_prefix("data: ") {
-                        event.data.push_str(value);
-                        has_field = true;
-                    }
-                }
-                if has_field && !event.data.is_empty() {
-                    return event;
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
-                .await
-                .expect("no SSE event within 10s")
-                .unwrap();
-            let chunk = chunk.expect("the SSE stream ended");
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
 }
 
 /// Sends `signal` (`-STOP`, `-CONT`, `-TERM`…) to a child process.

@@ -6,6 +6,8 @@
 //!
 //! - [`websocket`]: WebSocket: the tutorial's `/ws/notifications` and the Herald protocol's `/ws`.
 //! - [`sse`]: Server-Sent Events: `/sse`, resumable through `Last-Event-ID`.
+//! - [`sse_event`]: the event-stream encoding, valid per the SSE spec whatever the data holds.
 
 pub mod sse;
+pub mod sse_event;
 pub mod websocket;

@@ -6,7 +6,9 @@
 //! when it reconnects, recovers everything it missed without any code on the
 //! page. A task per stream does what the WebSocket loop does: drain the
 //! client's queue, filter repeats, ping (as SSE comments, which also keep
-//! proxies from closing an idle stream), and stop on shutdown or expiry.
+//! proxies from closing an idle stream), and stop on shutdown or expiry — or
+//! when a subscribe fails, so that `EventSource` reconnects instead of
+//! holding a stream that will never deliver that channel.
 
 use std::collections::VecDeque;
 
@@ -26,11 +28,22 @@ use crate::auth::{AuthError, Identity, token_from};
 use crate::client::client;
 use crate::delivery::Delivery;
 use crate::error::ApiError;
-use crate::session::Subscriptions;
+use crate::session::{Refusal, Subscriptions};
 use crate::state::AppState;
+use crate::transport::sse_event;
 
 /// Chunks that may wait for the HTTP layer to write them; the byte bound per stream.
 const STREAM_BUFFER: usize = 16;
+
+/// How long `EventSource` waits before it reconnects a stream that ended, in milliseconds.
+const RETRY_MS: u64 = 1000;
+
+/// After a failed subscribe, the shortest wait before reconnecting, in milliseconds…
+const RETRY_AFTER_REFUSAL_MS: u64 = 2000;
+
+/// …plus up to this much at random, so the streams of an instance whose bus
+/// failed do not all come back in the same instant.
+const RETRY_JITTER_MS: u64 = 3000;
 
 /// What the client asked for, validated.
 struct Request {
@@ -51,7 +64,7 @@ pub async fn sse(
     if let Err(refused) = state.config.allowed_origins.check(&headers) {
         return refused.into_response();
     }
-    let request = match validate(&state, &headers, query.as_deref().unwrap_or("")) {
+    let request = match validate(&state, &headers, query.as_deref().unwrap_or("")).await {
         Ok(request) => request,
         Err(error) => return error.into_response(),
     };
@@ -79,7 +92,7 @@ pub async fn sse(
     response
 }
 
-fn validate(state: &AppState, headers: &HeaderMap, query: &str) -> Result<Request, ApiError> {
+async fn validate(state: &AppState, headers: &HeaderMap, query: &str) -> Result<Request, ApiError> {
     let mut names = Vec::new();
     let (mut token, mut since_param) = (None, None);
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -93,7 +106,8 @@ fn validate(state: &AppState, headers: &HeaderMap, query: &str) -> Result<Reques
     let identity = match state
         .config
         .auth
-        .authenticate(token_from(headers, token.as_deref()))
+        .verify(token_from(headers, token.as_deref()))
+        .await
     {
         Ok(identity) => identity,
         Err(AuthError::Expired) => return Err(ApiError::TokenExpired),
@@ -160,10 +174,8 @@ async fn stream(
     let id = receiver.id;
     let mut subscriptions = Subscriptions::new(state.hub.clone(), sender);
     let connected = json!({"protocol": PROTOCOL_VERSION, "client_id": id.to_string(), "instance_id": state.config.instance_id, "user": request.identity.user});
-    if !send(Bytes::from(format!(
-        "retry: 1000\nevent: connected\ndata: {connected}\n\n"
-    )))
-    .await
+    if !send(sse_event::retry(RETRY_MS)).await
+        || !send(sse_event::event("connected", &connected.to_string())).await
     {
         return;
     }
@@ -181,13 +193,14 @@ async fn stream(
                     subscribed.recovered.filter(|_| wanted_recovery)
                 };
                 let frame = json!({"channel": channel.as_str(), "position": subscribed.position, "recovered": recovered});
-                if !send(Bytes::from(format!("event: subscribed\ndata: {frame}\n\n"))).await {
+                if !send(sse_event::event("subscribed", &frame.to_string())).await {
                     return;
                 }
                 for missed in subscribed.missed {
                     let line = id_line(
                         &subscriptions,
                         &request.channels,
+                        &request.since,
                         Some((channel, missed.position())),
                     );
                     if !send(line).await || !send(missed.sse_event()).await {
@@ -196,16 +209,8 @@ async fn stream(
                 }
             }
             Err(refusal) => {
-                let frame = ServerFrame::Error {
-                    id: None,
-                    channel: Some(channel.to_string()),
-                    code: refusal.code,
-                    message: refusal.message,
-                };
-                let body = frame.to_json();
-                if !send(Bytes::from(format!("event: error\ndata: {body}\n\n"))).await {
-                    return;
-                }
+                refused(channel, refusal, &send).await;
+                return;
             }
         }
     }
@@ -213,10 +218,11 @@ async fn stream(
         Instant::now() + state.config.ping_interval,
         state.config.ping_interval,
     );
+    // A token valid for longer than an `Instant` can count never expires in practice.
     let expires = request
         .identity
         .expires_in()
-        .map(|left| Instant::now() + left);
+        .and_then(|left| Instant::now().checked_add(left));
     let expiry = async move {
         match expires {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -233,7 +239,7 @@ async fn stream(
             () = &mut shutdown => break,
             () = tx.closed() => break,
             () = &mut expiry => {
-                let _ = send(Bytes::from_static(b"event: error\ndata: {\"type\":\"error\",\"code\":\"token_expired\",\"message\":\"token expired\"}\n\n")).await;
+                let _ = send(sse_event::event("error", r#"{"type":"error","code":"token_expired","message":"token expired"}"#)).await;
                 break;
             }
             taken = receiver.take(&mut batch) => {
@@ -241,13 +247,13 @@ async fn stream(
                     break;
                 }
                 while let Some(delivery) = batch.pop_front() {
-                    if let Some(event) = gap_event(&mut subscriptions, &request.channels, &delivery)
+                    if let Some(event) = gap_event(&mut subscriptions, &request, &delivery)
                         && !send(event).await
                     {
                         return;
                     }
                     if subscriptions.admit(&delivery) {
-                        let line = id_line(&subscriptions, &request.channels, None);
+                        let line = id_line(&subscriptions, &request.channels, &request.since, None);
                         if !send(line).await || !send(delivery.sse_event()).await {
                             debug!(client = %id, "sse client too slow or gone");
                             return;
@@ -270,24 +276,62 @@ async fn stream(
 /// so an `EventSource` that reconnects after it resumes from there.
 fn gap_event(
     subscriptions: &mut Subscriptions,
-    channels: &[ChannelName],
+    request: &Request,
     delivery: &Delivery,
 ) -> Option<Bytes> {
     let gap = subscriptions.notice(delivery)?;
-    let mut event = id_line(subscriptions, channels, None).to_vec();
-    event.extend_from_slice(format!("event: gap\ndata: {}\n\n", gap.to_json()).as_bytes());
+    let mut event = id_line(subscriptions, &request.channels, &request.since, None).to_vec();
+    event.extend_from_slice(&sse_event::event("gap", &gap.to_json()));
     Some(Bytes::from(event))
 }
 
 /// The `id:` line: every channel's position, with `overriding` one channel's (for recovered messages).
+///
+/// A channel not subscribed yet keeps the position the stream resumed from
+/// (`since`): if the stream ends before that channel's subscribe (the bus
+/// failed, the client left), the browser's next `Last-Event-ID` must still
+/// recover it from there, not start it afresh.
 fn id_line(
     subscriptions: &Subscriptions,
     channels: &[ChannelName],
+    since: &[Option<Position>],
     overriding: Option<(&ChannelName, Option<&Position>)>,
 ) -> Bytes {
-    let positions = channels.iter().map(|channel| match overriding {
-        Some((over, position)) if over == channel => position,
-        _ => subscriptions.position(channel),
-    });
+    let positions = channels
+        .iter()
+        .zip(since)
+        .map(|(channel, since)| match overriding {
+            Some((over, position)) if over == channel => position,
+            _ => subscriptions.position(channel).or(since.as_ref()),
+        });
     Bytes::from(format!("id: {}\n", encode_sse_id(positions)))
+}
+
+/// Ends a stream whose subscribe failed: the error event, then a `retry:` hint.
+///
+/// A subscribe on SSE fails only when the bus or the history cannot answer
+/// (names, policy and limits were checked before the stream began). The
+/// stream must not stay open without that channel: it would receive nothing
+/// on it for as long as it lives, and `EventSource`, seeing pings, would never
+/// reconnect. Ending it makes the browser come back after the hint, with the
+/// `Last-Event-ID` of the last message it got, and recover everything from
+/// there once the bus answers again.
+async fn refused<F, Fut>(channel: &ChannelName, refusal: Refusal, send: &F)
+where
+    F: Fn(Bytes) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    debug!(%channel, code = ?refusal.code, "sse subscribe failed; ending the stream");
+    let frame = ServerFrame::Error {
+        id: None,
+        channel: Some(channel.to_string()),
+        code: refusal.code,
+        message: refusal.message,
+    };
+    if send(sse_event::event("error", &frame.to_json())).await {
+        let jitter =
+            std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), channel.as_str())
+                % RETRY_JITTER_MS;
+        let _ = send(sse_event::retry(RETRY_AFTER_REFUSAL_MS + jitter)).await;
+    }
 }
