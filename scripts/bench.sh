@@ -26,7 +26,8 @@ trap cleanup EXIT
 
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
 pids+=($!)
-HERALD_LOG=warn "$HERALD" gateway --listen "$GATEWAY_ADDR" --broker "redis://127.0.0.1:$REDIS_PORT" &
+# Every bench client comes from 127.0.0.1: lift the per-address cap (default 256) for the run.
+HERALD_LOG=warn "$HERALD" gateway --listen "$GATEWAY_ADDR" --broker "redis://127.0.0.1:$REDIS_PORT" --max-connections-per-ip 0 &
 GATEWAY_PID=$!
 pids+=($GATEWAY_PID)
 for _ in $(seq 100); do curl -fs "http://$GATEWAY_ADDR/readyz" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -112,10 +112,12 @@ pub async fn run_cli(args: BenchArgs) -> Result<Report, BenchError> {
 
 /// Prints `report` to standard output: one JSON object if `json`, else the table.
 pub fn print(report: &Report, json: bool) -> Result<(), BenchError> {
+    use std::io::Write as _;
     if json {
-        println!("{}", report.to_json()?);
+        // A closed stdout (`| head`) must not panic the bench after its run.
+        let _ = writeln!(std::io::stdout(), "{}", report.to_json()?);
     } else {
-        print!("{}", report.render_table());
+        let _ = write!(std::io::stdout(), "{}", report.render_table());
     }
     Ok(())
 }

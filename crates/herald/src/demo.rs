@@ -43,6 +43,15 @@ use tracing::{error, warn};
 use crate::edge_flags::DEFAULT_WEB_DIR;
 use crate::signals::cancel_on_signal;
 
+/// Prints a line for the person running the demo. A closed stdout
+/// (`herald demo | head -1`) must not panic the demo, so write errors are ignored.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Flags of `herald demo`.
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
@@ -174,7 +183,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     background.cancel();
     tasks.wait().await;
     served.context("serving")?;
-    println!("herald demo stopped");
+    say!("herald demo stopped");
     Ok(())
 }
 
@@ -238,26 +247,26 @@ fn print_banner(listener: &tokio::net::TcpListener, args: &DemoArgs, writes_open
         addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
     let built = args.web_dir.join("index.html").is_file();
-    println!();
-    println!("  Herald demo is running: http://{addr}/");
-    println!();
-    println!("  Open it in two browser tabs, create content in one, and watch it appear in both.");
+    say!();
+    say!("  Herald demo is running: http://{addr}/");
+    say!();
+    say!("  Open it in two browser tabs, create content in one, and watch it appear in both.");
     if writes_open {
-        println!("  {OPEN_NOTICE}");
+        say!("  {OPEN_NOTICE}");
         warn!("{OPEN_NOTICE}");
     } else {
-        println!("  {CLOSED_NOTICE}");
+        say!("  {CLOSED_NOTICE}");
     }
     if !built {
-        println!(
+        say!(
             "  (The web app is not built: the page says how. Build it with `cd web && npm ci && npm run build`.)"
         );
     }
-    println!(
+    say!(
         "  Bus: {}   Database: {}   Stop: Ctrl-C",
         args.broker, args.database
     );
-    println!();
+    say!();
 }
 
 /// Builds the web app with npm when `web_dir` has no `index.html`, printing what it does.
@@ -279,24 +288,24 @@ async fn build_web_if_missing(web_dir: &Path, cancel: &CancellationToken) {
         })
         .filter(|p| p.join("package.json").is_file())
     else {
-        println!(
+        say!(
             "The web app is not built ({} has no index.html) and its sources are not next to it; the page at / says how to build it.",
             web_dir.display()
         );
         return;
     };
     let Some(npm) = find_on_path("npm") else {
-        println!(
+        say!(
             "The web app is not built and npm is not installed; the page at / says how to build it."
         );
         return;
     };
-    println!(
+    say!(
         "The web app is not built yet ({} has no index.html); building it (skip with --no-web-build):",
         web_dir.display()
     );
     for step in [&["ci"][..], &["run", "build"][..]] {
-        println!("  $ (cd {} && npm {})", project.display(), step.join(" "));
+        say!("  $ (cd {} && npm {})", project.display(), step.join(" "));
         let spawned = tokio::process::Command::new(&npm)
             .args(step)
             .current_dir(project)
@@ -306,7 +315,7 @@ async fn build_web_if_missing(web_dir: &Path, cancel: &CancellationToken) {
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                println!("  could not run npm: {e}; the page at / says how to build the app.");
+                say!("  could not run npm: {e}; the page at / says how to build the app.");
                 return;
             }
         };
@@ -314,11 +323,11 @@ async fn build_web_if_missing(web_dir: &Path, cancel: &CancellationToken) {
             status = child.wait() => match status {
                 Ok(status) if status.success() => {}
                 Ok(status) => {
-                    println!("  npm {} failed ({status}); the page at / says how to build the app.", step.join(" "));
+                    say!("  npm {} failed ({status}); the page at / says how to build the app.", step.join(" "));
                     return;
                 }
                 Err(e) => {
-                    println!("  npm {} failed: {e}", step.join(" "));
+                    say!("  npm {} failed: {e}", step.join(" "));
                     return;
                 }
             },
@@ -328,7 +337,7 @@ async fn build_web_if_missing(web_dir: &Path, cancel: &CancellationToken) {
             }
         }
     }
-    println!("  built {}", web_dir.display());
+    say!("  built {}", web_dir.display());
 }
 
 /// The first executable file named `name` on `PATH`.
