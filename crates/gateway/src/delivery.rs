@@ -112,7 +112,7 @@ impl Delivery {
     /// A message published through Herald's API reaches tutorial clients as its
     /// data: a JSON string as the string itself, any other JSON as its text.
     /// A gap is never rendered as a message (sessions check [`Delivery::gap`]
-    /// first); asked anyway, it is an empty text frame, never another message's bytes.
+    /// first); asked anyway, it answers an empty frame rather than invent a message.
     pub fn tutorial_frame(&self) -> Frame {
         match &self.kind {
             Kind::Message(encoded) => encoded.tutorial_frame(),
