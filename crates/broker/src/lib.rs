@@ -3,8 +3,9 @@
 //! The hub (in `herald-gateway`) never talks to Redis itself: it talks to a
 //! [`Broker`]. A broker has two jobs. It keeps the bus subscribed to exactly
 //! the channels this instance has local subscribers for, and it hands every
-//! message that arrives on those channels to the hub through a bounded
-//! [`Inbox`]. Swapping the in-process broker for Redis (and later Redis
+//! message that arrives on those channels — and, in their place among them,
+//! the notice of any gap it could not fill — to the hub through a bounded
+//! [`Inbox`] of [`BusEvent`]s. Swapping the in-process broker for Redis (and later Redis
 //! Cluster) changes nothing in the hub.
 //!
 //! # Layout
@@ -30,7 +31,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use herald_protocol::envelope;
-use herald_protocol::position::{decode_sse_id, encode_sse_id};
 use herald_protocol::{ChannelName, GapReason, Position};
 use tokio::sync::{mpsc, watch};
 
@@ -99,45 +99,27 @@ pub struct Gap {
     pub position: Option<Position>,
 }
 
-/// The epoch of the position that marks a [`BusMessage`] carrying a [`Gap`]; no history has an empty epoch.
-const GAP_MARK: &str = "";
+/// What a broker hands the hub: a channel's messages, and in their place among
+/// them the notice of a gap.
+///
+/// A gap rides the same inbox as the messages because it must keep its order
+/// with them: what follows a gap on its channel comes after the gap's
+/// position, and a second queue could overtake (or be overtaken by) them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusEvent {
+    /// A message published on a subscribed channel, or recovered from its history.
+    Message(BusMessage),
+    /// Messages of the channel may be lost; its clients must be told.
+    Gap(Gap),
+}
 
-impl BusMessage {
-    /// A gap notice, carried through the inbox like a message so that it keeps
-    /// its place among the channel's messages (a second queue could overtake them).
-    ///
-    /// It is marked by a combination the bus never produces: not JSON data, yet
-    /// with a position (raw payloads have none), whose epoch is empty. The
-    /// payload holds the reason and the position: `unrecoverable Zk3j2.46`, or `… -`.
-    pub fn gap(gap: &Gap) -> Self {
-        let position = encode_sse_id([gap.position.as_ref()]);
-        BusMessage {
-            channel: gap.channel.clone(),
-            payload: Bytes::from(format!("{} {position}", gap.reason.as_str())),
-            position: Some(Position::new(0, GAP_MARK)),
-            time_ms: None,
-            json: false,
+impl BusEvent {
+    /// The channel the event belongs to, which picks the clients it goes to.
+    pub fn channel(&self) -> &ChannelName {
+        match self {
+            BusEvent::Message(message) => &message.channel,
+            BusEvent::Gap(gap) => &gap.channel,
         }
-    }
-
-    /// Whether this is a gap notice rather than a message.
-    pub fn is_gap(&self) -> bool {
-        !self.json && self.position.as_ref().is_some_and(|p| p.epoch == GAP_MARK)
-    }
-
-    /// The gap this notice carries; `None` for a message.
-    pub fn as_gap(&self) -> Option<Gap> {
-        if !self.is_gap() {
-            return None;
-        }
-        let text = std::str::from_utf8(&self.payload).ok()?;
-        let (reason, position) = text.split_once(' ')?;
-        let mut position = decode_sse_id(position, 1)?;
-        Some(Gap {
-            channel: self.channel.clone(),
-            reason: GapReason::from_wire(reason)?,
-            position: position.pop()?,
-        })
     }
 }
 
@@ -168,13 +150,14 @@ pub struct Published {
 /// The most messages one recovery may return; a client that missed more is told it cannot recover.
 pub const MAX_RECOVERY: usize = 10_000;
 
-/// The receiving end of a broker: every message on a subscribed channel, in bus order.
+/// The receiving end of a broker: every message on a subscribed channel, and
+/// every gap among them, in bus order.
 ///
 /// Bounded, so a hub that falls behind slows the broker's reader down instead of
 /// letting messages pile up in memory without limit.
-pub type Inbox = mpsc::Receiver<BusMessage>;
+pub type Inbox = mpsc::Receiver<BusEvent>;
 
-/// How many bus messages may wait between a broker and the hub.
+/// How many bus events may wait between a broker and the hub.
 pub const INBOX_CAPACITY: usize = 4096;
 
 /// Whether the broker can currently deliver messages.
@@ -283,42 +266,4 @@ pub fn connect(
         return Ok((std::sync::Arc::new(broker), inbox));
     }
     Err(BrokerError::BadUrl(url.to_owned()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gap_notices_travel_as_bus_messages_and_come_back_whole() {
-        let channel = ChannelName::new("news").unwrap();
-        for gap in [
-            Gap {
-                channel: channel.clone(),
-                reason: GapReason::EpochChanged,
-                position: Some(Position::new(0, "Zk3j2")),
-            },
-            Gap {
-                channel: channel.clone(),
-                reason: GapReason::Unrecoverable,
-                position: None,
-            },
-        ] {
-            let message = BusMessage::gap(&gap);
-            assert!(message.is_gap());
-            assert_eq!(message.as_gap(), Some(gap));
-        }
-        // Nothing the bus delivers looks like one.
-        let raw = BusMessage::raw(channel.clone(), Bytes::from_static(b"unrecoverable -"));
-        assert!(!raw.is_gap() && raw.as_gap().is_none());
-        let sealed = envelope::seal(
-            &envelope::EnvelopeHeader {
-                offset: Some(0),
-                epoch: Some(String::new()),
-                time_ms: 1,
-            },
-            b"1",
-        );
-        assert!(!BusMessage::from_wire(channel, &sealed).is_gap());
-    }
 }

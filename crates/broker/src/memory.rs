@@ -26,7 +26,8 @@ use crate::history::{HistoryPolicy, Recovery, new_epoch};
 use crate::idempotency::IdempotencyStore;
 use crate::interest::Interest;
 use crate::{
-    Broker, BrokerError, BrokerStatus, BusMessage, INBOX_CAPACITY, Inbox, PublishRequest, Published,
+    Broker, BrokerError, BrokerStatus, BusEvent, BusMessage, INBOX_CAPACITY, Inbox, PublishRequest,
+    Published,
 };
 
 /// The in-process history and idempotency records.
@@ -141,7 +142,7 @@ pub struct MemoryBroker {
     /// The channels the hub wants; always confirmed at once.
     interest: Arc<Interest>,
     /// Where published messages go; the hub holds the receiving end.
-    inbox: mpsc::Sender<BusMessage>,
+    inbox: mpsc::Sender<BusEvent>,
     /// Connected until shut down: there is nothing to lose a connection to.
     status: watch::Sender<BrokerStatus>,
     /// History and idempotency records. An async lock, held while the message is
@@ -201,7 +202,7 @@ impl Broker for MemoryBroker {
             }
             let message = BusMessage::raw(channel.clone(), payload);
             self.inbox
-                .send(message)
+                .send(BusEvent::Message(message))
                 .await
                 .map_err(|_| BrokerError::Closed)
         })
@@ -250,7 +251,7 @@ impl Broker for MemoryBroker {
             }
             if self.interest.is_active(request.channel) {
                 self.inbox
-                    .send(message)
+                    .send(BusEvent::Message(message))
                     .await
                     .map_err(|_| BrokerError::Closed)?;
             }
@@ -325,10 +326,10 @@ mod tests {
                 .unwrap();
         }
         for i in 0..3 {
-            let msg = inbox.recv().await.unwrap();
+            let event = inbox.recv().await.unwrap();
             assert_eq!(
-                msg,
-                BusMessage::raw(news.clone(), Bytes::from(format!("n{i}")))
+                event,
+                BusEvent::Message(BusMessage::raw(news.clone(), Bytes::from(format!("n{i}"))))
             );
         }
         assert!(inbox.try_recv().is_err());

@@ -36,8 +36,8 @@ use crate::history::Recovery;
 use crate::interest::Interest;
 use crate::redis_streams;
 use crate::{
-    Broker, BrokerError, BrokerStatus, BusMessage, Gap, INBOX_CAPACITY, Inbox, MAX_RECOVERY,
-    PublishRequest, Published,
+    Broker, BrokerError, BrokerStatus, BusEvent, BusMessage, Gap, INBOX_CAPACITY, Inbox,
+    MAX_RECOVERY, PublishRequest, Published,
 };
 
 /// How many channels one SUBSCRIBE or UNSUBSCRIBE names at most, so that
@@ -251,7 +251,7 @@ struct Subscriber {
     client: redis::Client,
     interest: Arc<Interest>,
     status: watch::Sender<BrokerStatus>,
-    inbox: mpsc::Sender<BusMessage>,
+    inbox: mpsc::Sender<BusEvent>,
     config: RedisBrokerConfig,
     shutdown: CancellationToken,
 }
@@ -351,7 +351,7 @@ impl Subscriber {
             }
             self.last.insert(message.channel.clone(), position.clone());
         }
-        self.inbox.send(message).await.is_ok()
+        self.inbox.send(BusEvent::Message(message)).await.is_ok()
     }
 
     /// After a reconnect, forwards from history what was published while the
@@ -532,7 +532,7 @@ impl Subscriber {
             reason,
             position,
         };
-        self.inbox.send(BusMessage::gap(&gap)).await.is_ok()
+        self.inbox.send(BusEvent::Gap(gap)).await.is_ok()
     }
 
     /// Brings the connection's subscriptions in line with what the hub wants.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use herald_broker::{Broker, MemoryBroker};
+use herald_broker::{Broker, BusEvent, MemoryBroker};
 use herald_content::{ContentService, RelayConfig};
 use herald_notifier::stream_consumer::ensure_group;
 use herald_notifier::{
@@ -215,10 +215,13 @@ async fn the_one_process_demo_path_works_without_redis() {
         .await
         .unwrap();
     create(&service.router(), "In one process", "").await;
-    let message = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+    let event = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
         .await
         .unwrap()
         .unwrap();
+    let BusEvent::Message(message) = event else {
+        panic!("expected a message, got {event:?}");
+    };
     assert_eq!(message.channel, events_channel);
     assert_eq!(&message.payload[..], b"Content published: In one process");
 

@@ -1,25 +1,45 @@
-//! One bus message on its way to clients, encoded at most once per wire format.
+//! One bus event on its way to clients: a message, encoded at most once per
+//! wire format, or the broker's notice of a gap.
 //!
-//! The hub wraps every bus message in one `Arc<Delivery>` and hands clones of
-//! that `Arc` to every subscriber. Each transport asks it for the bytes it
-//! sends — the tutorial's raw text frame, the Herald `message` frame, the SSE
-//! event — and each of those is built the first time any client needs it and
-//! then shared by all the others.
+//! The hub wraps every bus event in one `Arc<Delivery>` and hands clones of
+//! that `Arc` to every subscriber, so a gap keeps its place among the
+//! channel's messages in each client's queue. For a message, each transport
+//! asks for the bytes it sends — the tutorial's raw text frame, the Herald
+//! `message` frame, the SSE event — and each of those is built the first time
+//! any client needs it and then shared by all the others. A gap has no such
+//! bytes: what it means depends on each client's position, so each session
+//! decides ([`crate::gap`]).
 
 use std::sync::OnceLock;
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
-use herald_broker::BusMessage;
+use herald_broker::{BusEvent, BusMessage, Gap};
 use herald_protocol::frames::{encode_message, payload_as_json};
 use herald_protocol::{ChannelName, Position};
 
 use crate::client::Frame;
 use crate::transport::sse_event;
 
-/// A bus message with its lazily built, shared encodings.
+/// A bus event as the client queues carry it.
 #[derive(Debug)]
 pub struct Delivery {
+    /// A message or a gap; only a message has encodings.
+    kind: Kind,
+}
+
+/// What a delivery is: the two things a broker's inbox carries.
+#[derive(Debug)]
+enum Kind {
+    /// A message, with its encodings.
+    Message(Encoded),
+    /// A gap notice, which each session turns into its own frame, or none.
+    Gap(Gap),
+}
+
+/// A bus message with its lazily built, shared encodings.
+#[derive(Debug)]
+struct Encoded {
     /// The message as it came off the bus.
     message: BusMessage,
     /// The tutorial endpoint's frame: the raw payload (or a Herald message's data as text).
@@ -33,43 +53,94 @@ pub struct Delivery {
 impl From<BusMessage> for Delivery {
     fn from(message: BusMessage) -> Self {
         Delivery {
-            message,
-            tutorial: OnceLock::new(),
-            herald: OnceLock::new(),
-            sse: OnceLock::new(),
+            kind: Kind::Message(Encoded {
+                message,
+                tutorial: OnceLock::new(),
+                herald: OnceLock::new(),
+                sse: OnceLock::new(),
+            }),
+        }
+    }
+}
+
+impl From<Gap> for Delivery {
+    fn from(gap: Gap) -> Self {
+        Delivery {
+            kind: Kind::Gap(gap),
+        }
+    }
+}
+
+impl From<BusEvent> for Delivery {
+    fn from(event: BusEvent) -> Self {
+        match event {
+            BusEvent::Message(message) => Delivery::from(message),
+            BusEvent::Gap(gap) => Delivery::from(gap),
         }
     }
 }
 
 impl Delivery {
-    /// The channel it was published on.
+    /// The channel it belongs to.
     pub fn channel(&self) -> &ChannelName {
-        &self.message.channel
-    }
-
-    /// Its place in the channel's history, if the channel keeps one (never for a gap notice).
-    pub fn position(&self) -> Option<&Position> {
-        if self.message.is_gap() {
-            return None;
+        match &self.kind {
+            Kind::Message(encoded) => &encoded.message.channel,
+            Kind::Gap(gap) => &gap.channel,
         }
-        self.message.position.as_ref()
     }
 
-    /// Whether this is the broker's notice of a gap rather than a message.
-    pub fn is_gap(&self) -> bool {
-        self.message.is_gap()
+    /// A message's place in the channel's history, if the channel keeps one.
+    ///
+    /// A gap is not a message and has no place of its own; the position it
+    /// announces is in [`Delivery::gap`].
+    pub fn position(&self) -> Option<&Position> {
+        match &self.kind {
+            Kind::Message(encoded) => encoded.message.position.as_ref(),
+            Kind::Gap(_) => None,
+        }
     }
 
-    /// The gap the broker announces, when this is a gap notice.
-    pub fn gap(&self) -> Option<herald_broker::Gap> {
-        self.message.as_gap()
+    /// The gap the broker announces, when this is a gap rather than a message.
+    pub fn gap(&self) -> Option<&Gap> {
+        match &self.kind {
+            Kind::Message(_) => None,
+            Kind::Gap(gap) => Some(gap),
+        }
     }
 
     /// The frame for `/ws/notifications`: exactly the published payload.
     ///
     /// A message published through Herald's API reaches tutorial clients as its
     /// data: a JSON string as the string itself, any other JSON as its text.
+    /// A gap is never rendered as a message (sessions check [`Delivery::gap`]
+    /// first); asked anyway, it answers an empty frame rather than invent a message.
     pub fn tutorial_frame(&self) -> Frame {
+        match &self.kind {
+            Kind::Message(encoded) => encoded.tutorial_frame(),
+            Kind::Gap(_) => Frame::Text(Utf8Bytes::default()),
+        }
+    }
+
+    /// The Herald protocol's `message` frame; empty for a gap (see [`Delivery::tutorial_frame`]).
+    pub fn herald_frame(&self) -> Utf8Bytes {
+        match &self.kind {
+            Kind::Message(encoded) => encoded.herald_frame(),
+            Kind::Gap(_) => Utf8Bytes::default(),
+        }
+    }
+
+    /// The SSE event (`event: message` and its `data:` lines, ending the event);
+    /// empty for a gap (see [`Delivery::tutorial_frame`]).
+    pub fn sse_event(&self) -> Bytes {
+        match &self.kind {
+            Kind::Message(encoded) => encoded.sse_event(),
+            Kind::Gap(_) => Bytes::new(),
+        }
+    }
+}
+
+impl Encoded {
+    fn tutorial_frame(&self) -> Frame {
         self.tutorial
             .get_or_init(|| {
                 if self.message.json
@@ -82,8 +153,7 @@ impl Delivery {
             .clone()
     }
 
-    /// The Herald protocol's `message` frame.
-    pub fn herald_frame(&self) -> Utf8Bytes {
+    fn herald_frame(&self) -> Utf8Bytes {
         self.herald
             .get_or_init(|| {
                 let data = if self.message.json {
@@ -110,7 +180,7 @@ impl Delivery {
     /// One `data:` line per line of the frame: a payload published pretty-printed
     /// keeps its line breaks in the frame, and written on one `data:` line they
     /// would cut the event apart (see [`sse_event`]).
-    pub fn sse_event(&self) -> Bytes {
+    fn sse_event(&self) -> Bytes {
         self.sse
             .get_or_init(|| sse_event::event("message", self.herald_frame().as_str()))
             .clone()
@@ -199,5 +269,25 @@ mod tests {
                 .sse_event()
                 .starts_with(b"event: message\ndata: {\"type\":\"message\"")
         );
+    }
+
+    #[test]
+    fn a_gap_is_no_message_and_has_no_message_bytes() {
+        let gap = Gap {
+            channel: ChannelName::new("events").unwrap(),
+            reason: herald_protocol::GapReason::Unrecoverable,
+            position: Some(Position::new(90, "e")),
+        };
+        let delivery = Delivery::from(BusEvent::Gap(gap.clone()));
+        assert_eq!(delivery.gap(), Some(&gap));
+        assert_eq!(delivery.channel().as_str(), "events");
+        // Its position is the one it announces, not a place among the messages.
+        assert_eq!(delivery.position(), None);
+        assert_eq!(delivery.herald_frame().as_str(), "");
+        assert!(delivery.sse_event().is_empty());
+        assert_eq!(delivery.tutorial_frame(), Frame::Text(Utf8Bytes::default()));
+        // A message is never taken for one, whatever its position.
+        assert_eq!(json_message("1").gap(), None);
+        assert_eq!(json_message("1").position(), Some(&Position::new(3, "e")));
     }
 }

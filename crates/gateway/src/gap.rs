@@ -50,7 +50,7 @@ pub fn notice(last: &mut Option<Position>, delivery: &Delivery) -> Option<Server
     ))
 }
 
-fn announced(last: &mut Option<Position>, gap: Gap) -> Option<ServerFrame> {
+fn announced(last: &mut Option<Position>, gap: &Gap) -> Option<ServerFrame> {
     if let (Some(held), Some(now)) = (last.as_ref(), gap.position.as_ref())
         && held.epoch == now.epoch
         && held.offset >= now.offset
@@ -58,7 +58,11 @@ fn announced(last: &mut Option<Position>, gap: Gap) -> Option<ServerFrame> {
         return None;
     }
     last.clone_from(&gap.position);
-    Some(frame(gap.channel.as_str(), gap.reason, gap.position))
+    Some(frame(
+        gap.channel.as_str(),
+        gap.reason,
+        gap.position.clone(),
+    ))
 }
 
 fn frame(channel: &str, reason: GapReason, position: Option<Position>) -> ServerFrame {
@@ -91,11 +95,11 @@ mod tests {
     }
 
     fn gap(reason: GapReason, position: Option<Position>) -> Delivery {
-        Delivery::from(BusMessage::gap(&Gap {
+        Delivery::from(Gap {
             channel: news(),
             reason,
             position,
-        }))
+        })
     }
 
     #[test]

@@ -7,14 +7,14 @@
 //! there are. Every bus message becomes one shared [`Delivery`], encoded at
 //! most once per wire format, and the same `Arc` is offered to each
 //! subscriber's bounded queue; the hub never waits on a client. The broker's
-//! gap notices ([`BusMessage::gap`]) travel the same way, in their place among
+//! gap notices ([`BusEvent::Gap`]) travel the same way, in their place among
 //! the channel's messages; each session decides what a notice means to it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use herald_broker::{Broker, BusMessage, Inbox};
+use herald_broker::{Broker, BusEvent, Inbox};
 use herald_protocol::ChannelName;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -111,18 +111,19 @@ impl Hub {
         self.read().len()
     }
 
-    /// Offers one bus message to every local subscriber of its channel.
+    /// Offers one bus event to every local subscriber of its channel, a gap
+    /// exactly like a message: the same queues, in the same order.
     ///
     /// Encodes once; each client gets a reference-counted clone of the same bytes.
-    pub fn fan_out(&self, message: BusMessage) {
-        if message.is_gap() {
-            info!(channel = %message.channel, "telling the channel's clients about a gap in its messages");
+    pub fn fan_out(&self, event: BusEvent) {
+        if let BusEvent::Gap(gap) = &event {
+            info!(channel = %gap.channel, reason = gap.reason.as_str(), "telling the channel's clients about a gap in its messages");
         }
         let channels = self.read();
-        let Some(subscribers) = channels.get(&message.channel) else {
+        let Some(subscribers) = channels.get(event.channel()) else {
             return;
         };
-        let frame = Arc::new(Delivery::from(message));
+        let frame = Arc::new(Delivery::from(event));
         let mut delivered = 0u64;
         let mut overflowed = 0u64;
         for client in subscribers.values() {
@@ -144,14 +145,14 @@ impl Hub {
         }
     }
 
-    /// Fans out every message from the broker's inbox until it closes or `shutdown` fires.
+    /// Fans out every event from the broker's inbox until it closes or `shutdown` fires.
     pub async fn run(self: Arc<Self>, mut inbox: Inbox, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                message = inbox.recv() => match message {
-                    Some(message) => self.fan_out(message),
+                event = inbox.recv() => match event {
+                    Some(event) => self.fan_out(event),
                     None => break,
                 },
             }
@@ -177,7 +178,7 @@ mod tests {
     use super::*;
     use crate::client::{Frame, client};
     use bytes::Bytes;
-    use herald_broker::MemoryBroker;
+    use herald_broker::{BusMessage, MemoryBroker};
 
     fn hub() -> (Arc<Hub>, Inbox) {
         let (broker, inbox) = MemoryBroker::new();
@@ -208,7 +209,10 @@ mod tests {
         let (b, rb) = client(8);
         hub.subscribe(&news, &a);
         hub.subscribe(&news, &b);
-        hub.fan_out(BusMessage::raw(news.clone(), Bytes::from_static(b"hello")));
+        hub.fan_out(BusEvent::Message(BusMessage::raw(
+            news.clone(),
+            Bytes::from_static(b"hello"),
+        )));
         let (mut batch_a, mut batch_b) = (
             std::collections::VecDeque::new(),
             std::collections::VecDeque::new(),
@@ -238,13 +242,20 @@ mod tests {
             reason: herald_protocol::GapReason::Unrecoverable,
             position: None,
         };
-        hub.fan_out(BusMessage::gap(&gap));
-        hub.fan_out(BusMessage::raw(news.clone(), Bytes::from_static(b"after")));
+        hub.fan_out(BusEvent::Gap(gap.clone()));
+        hub.fan_out(BusEvent::Message(BusMessage::raw(
+            news.clone(),
+            Bytes::from_static(b"after"),
+        )));
         let mut batch = std::collections::VecDeque::new();
         ra.take(&mut batch).await.unwrap();
         assert_eq!(batch.len(), 2);
-        assert_eq!(batch[0].gap(), Some(gap));
-        assert!(!batch[1].is_gap());
+        assert_eq!(batch[0].gap(), Some(&gap));
+        assert_eq!(batch[1].gap(), None);
+        assert_eq!(
+            batch[1].tutorial_frame(),
+            Frame::from_payload(Bytes::from_static(b"after"))
+        );
         // Only the channel's own clients hear of it.
         assert!(
             tokio::time::timeout(
@@ -265,7 +276,10 @@ mod tests {
         hub.subscribe(&news, &slow);
         hub.subscribe(&news, &fast);
         for i in 0..5 {
-            hub.fan_out(BusMessage::raw(news.clone(), Bytes::from(format!("m{i}"))));
+            hub.fan_out(BusEvent::Message(BusMessage::raw(
+                news.clone(),
+                Bytes::from(format!("m{i}")),
+            )));
         }
         assert_eq!(
             slow_rx.kicked(),

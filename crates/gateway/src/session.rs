@@ -191,9 +191,10 @@ impl Subscriptions {
     }
 
     /// Whether `delivery` goes out: the client holds the channel and the message
-    /// comes after the last one sent. Records it as sent.
+    /// comes after the last one sent. Records it as sent. A gap never goes out as
+    /// a message: it is a notice ([`Subscriptions::notice`]).
     pub fn admit(&mut self, delivery: &Delivery) -> bool {
-        if delivery.is_gap() {
+        if delivery.gap().is_some() {
             return false;
         }
         let Some(last) = self.channels.get_mut(delivery.channel()) else {

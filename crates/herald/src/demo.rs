@@ -264,7 +264,8 @@ fn print_banner(listener: &tokio::net::TcpListener, args: &DemoArgs, writes_open
     }
     say!(
         "  Bus: {}   Database: {}   Stop: Ctrl-C",
-        args.broker, args.database
+        args.broker,
+        args.database
     );
     say!();
 }

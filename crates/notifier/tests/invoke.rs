@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use futures_util::StreamExt;
-use herald_broker::{Broker, BusMessage, Inbox, MemoryBroker};
+use herald_broker::{Broker, BusEvent, Inbox, MemoryBroker};
 use herald_notifier::{
     ApiKeys, ContentCreated, EventLog, MemoryEventLog, Notifier, NotifierConfig, NotifierError,
     invoke, run_memory_consumer,
@@ -73,7 +73,10 @@ async fn post_with(
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 
-fn text(message: &BusMessage) -> (String, String) {
+fn text(event: &BusEvent) -> (String, String) {
+    let BusEvent::Message(message) = event else {
+        panic!("expected a message, got {event:?}");
+    };
     (
         message.channel.to_string(),
         String::from_utf8(message.payload.to_vec()).unwrap(),

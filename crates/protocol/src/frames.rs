@@ -181,15 +181,6 @@ impl GapReason {
             GapReason::Unrecoverable => "unrecoverable",
         }
     }
-
-    /// The reason its wire name names.
-    pub fn from_wire(text: &str) -> Option<Self> {
-        match text {
-            "epoch_changed" => Some(GapReason::EpochChanged),
-            "unrecoverable" => Some(GapReason::Unrecoverable),
-            _ => None,
-        }
-    }
 }
 
 impl ServerFrame {
@@ -391,9 +382,12 @@ mod tests {
             assert_eq!(serde_json::from_str::<ServerFrame>(json).unwrap(), frame);
         }
         for reason in [GapReason::EpochChanged, GapReason::Unrecoverable] {
-            assert_eq!(GapReason::from_wire(reason.as_str()), Some(reason));
+            assert_eq!(
+                serde_json::to_string(&reason).unwrap(),
+                format!("\"{}\"", reason.as_str())
+            );
         }
-        assert_eq!(GapReason::from_wire("lost"), None);
+        assert!(serde_json::from_str::<GapReason>(r#""lost""#).is_err());
     }
 
     #[test]

@@ -750,7 +750,7 @@ async fn write_batch(
             socket.feed(notice).await?;
         }
         // A gap notice is never rendered as a message, whatever the dialect.
-        if delivery.is_gap() {
+        if delivery.gap().is_some() {
             continue;
         }
         if let Some(message) = session.render(&delivery) {
