@@ -74,6 +74,14 @@ pub fn decode_sse_id(id: &str, channels: usize) -> Option<Vec<Option<Position>>>
             {
                 return None;
             }
+            // Only the canonical decimal the gateway writes: no sign, no leading zero,
+            // so an id decodes to exactly one position and encodes back to itself.
+            let canonical = !offset.is_empty()
+                && offset.bytes().all(|b| b.is_ascii_digit())
+                && (offset == "0" || !offset.starts_with('0'));
+            if !canonical {
+                return None;
+            }
             Some(Some(Position::new(offset.parse().ok()?, epoch)))
         })
         .collect()
@@ -97,6 +105,14 @@ mod tests {
         assert_eq!(decode_sse_id("Zk3j2.x", 1), None);
         assert_eq!(decode_sse_id(".4", 1), None);
         assert_eq!(decode_sse_id("a b.4", 1), None);
+        // Non-canonical offsets: a sign, a leading zero, nothing.
+        assert_eq!(decode_sse_id("Zk3j2.+4", 1), None);
+        assert_eq!(decode_sse_id("Zk3j2.04", 1), None);
+        assert_eq!(decode_sse_id("Zk3j2.", 1), None);
+        assert_eq!(
+            decode_sse_id("Zk3j2.0", 1),
+            Some(vec![Some(Position::new(0, "Zk3j2"))])
+        );
     }
 
     #[test]
