@@ -4,14 +4,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::SinkExt;
 use herald_testkit::{
     GatewayProcess, RedisServer, Seen, SseStream, Ws, assert_quiet, close_code, connect,
     connect_with_headers, expect_frame, next_seen, post_json, send_json,
 };
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -22,20 +21,8 @@ fn herald() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_herald"))
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn token(claims: Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    herald_testkit::hs256_token(SECRET, &claims)
 }
 
 /// A gateway with JWT auth, public `news:*` with history, the API key, plus `extra`.
@@ -258,8 +245,10 @@ async fn with_a_jwt_key_the_tutorial_route_takes_a_grant_for_events() {
         Some(4004)
     );
     // A token that does not grant `events`, a bad one and an expired one: refused as /ws refuses them.
-    let ungranted = token(json!({"sub": "1", "exp": now() + 600, "channels": ["news:*"]}));
-    let expired = token(json!({"sub": "1", "exp": now() - 60, "channels": ["events"]}));
+    let ungranted =
+        token(json!({"sub": "1", "exp": herald_testkit::unix_now() + 600, "channels": ["news:*"]}));
+    let expired =
+        token(json!({"sub": "1", "exp": herald_testkit::unix_now() - 60, "channels": ["events"]}));
     for (query, code) in [
         (format!("?token={ungranted}"), 4004),
         ("?token=not.a.token".to_owned(), 4004),
@@ -273,7 +262,8 @@ async fn with_a_jwt_key_the_tutorial_route_takes_a_grant_for_events() {
         );
     }
     // A grant, in the query or in the header, opens it.
-    let granted = token(json!({"sub": "1", "exp": now() + 600, "channels": ["events"]}));
+    let granted =
+        token(json!({"sub": "1", "exp": herald_testkit::unix_now() + 600, "channels": ["events"]}));
     let mut by_query = tutorial(&gateway, &format!("?token={granted}"), &[]).await;
     let bearer = format!("Bearer {granted}");
     let mut by_header = tutorial(&gateway, "", &[("authorization", &bearer)]).await;

@@ -30,12 +30,7 @@ fn now() -> f64 {
 }
 
 fn token(claims: Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    herald_testkit::hs256_token(SECRET, &claims)
 }
 
 async fn gateway(redis: &RedisServer, extra: &[&str]) -> GatewayProcess {

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use herald_testkit::{
     GatewayProcess, RedisServer, SseStream, Ws, assert_quiet, close_code, connect, expect_frame,
@@ -19,20 +19,8 @@ fn herald() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_herald"))
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn token(claims: Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    herald_testkit::hs256_token(SECRET, &claims)
 }
 
 /// The flags every gateway of these tests runs with, plus `extra`.
@@ -217,7 +205,9 @@ async fn tokens_decide_who_reads_what() {
     let redis = RedisServer::start().await;
     let a = gateway(&redis, "a", &[]).await;
 
-    let valid = token(json!({"sub": "42", "exp": now() + 600, "channels": ["orders:*"]}));
+    let valid = token(
+        json!({"sub": "42", "exp": herald_testkit::unix_now() + 600, "channels": ["orders:*"]}),
+    );
     let (mut ws, connected) = client(&a, Some(&valid)).await;
     assert_eq!(connected["user"], "42");
     assert_eq!(
@@ -255,7 +245,7 @@ async fn tokens_decide_who_reads_what() {
         "42"
     );
 
-    let expired = token(json!({"sub": "42", "exp": now() - 10}));
+    let expired = token(json!({"sub": "42", "exp": herald_testkit::unix_now() - 10}));
     let mut ws = connect(&format!("ws://{}/ws?token={expired}", a.addr)).await;
     assert_eq!(
         close_code(&mut ws, Duration::from_secs(5)).await,
@@ -296,7 +286,7 @@ async fn tokens_decide_who_reads_what() {
 async fn a_token_that_expires_during_the_connection_closes_it_with_4005() {
     let redis = RedisServer::start().await;
     let a = gateway(&redis, "a", &[]).await;
-    let short = token(json!({"sub": "42", "exp": now() + 2}));
+    let short = token(json!({"sub": "42", "exp": herald_testkit::unix_now() + 2}));
     let (mut ws, _) = client(&a, Some(&short)).await;
     assert_eq!(
         close_code(&mut ws, Duration::from_secs(10)).await,
@@ -480,7 +470,7 @@ async fn sse_refuses_bad_requests_with_json_errors() {
             .0,
         401
     );
-    let expired = token(json!({"sub": "1", "exp": now() - 10}));
+    let expired = token(json!({"sub": "1", "exp": herald_testkit::unix_now() - 10}));
     assert_eq!(
         SseStream::open(&format!("{base}?channel=news:a&token={expired}"), &[])
             .await

@@ -672,3 +672,22 @@ impl Drop for DurableRedis {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Seconds since the Unix epoch, for a token's `exp` and `nbf`.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A JWT carrying `claims`, signed with HS256 and `secret` (the gateway's `--jwt-secret`).
+pub fn hs256_token(secret: &str, claims: &serde_json::Value) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
