@@ -70,7 +70,7 @@ impl EdgeArgs {
             if config.writers.is_open() {
                 warn!(
                     "content writes through /api/content are open to anyone: no JWT key is configured \
-                     (with --jwt-secret or --jwt-public-key-file a write needs the {CONTENT_WRITE_ROLE:?} role or an --api-key)"
+                     (with --jwt-secret, --jwt-public-key-file or --jwt-jwks-url a write needs the {CONTENT_WRITE_ROLE:?} role or an --api-key)"
                 );
             }
             router = router.merge(
