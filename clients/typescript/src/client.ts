@@ -5,7 +5,7 @@
  */
 import { Backoff } from "./backoff.js";
 import { closeAction, closeNeedsNewToken, type CloseAction } from "./closeCodes.js";
-import { Emitter, callSafely } from "./emitter.js";
+import { Emitter, callSafely, logListenerError } from "./emitter.js";
 import {
   encodeClientFrame,
   parseServerFrame,
@@ -87,6 +87,36 @@ export interface HeraldClientOptions {
   pongTimeoutMs?: number;
   /** Uniform random numbers in [0, 1) for the jitter; `Math.random` unless testing. */
   random?: () => number;
+  /**
+   * Called with every exception thrown by application code the client calls
+   * (a subscription's handler, any event listener, including `error`
+   * listeners). Such an exception never escapes the client and never stops
+   * it: it is also emitted as an `error` event (a `HandlerError`), and logged
+   * with `console.error` when neither this hook nor an `error` listener exists.
+   */
+  onHandlerError?: (error: HandlerError) => void;
+}
+
+/**
+ * An exception thrown by application code the client called: the client
+ * caught it, reported it, and went on. `type` tells it apart from the
+ * server's `error` frames on the client's `error` event.
+ */
+export class HandlerError extends Error {
+  readonly type = "handler_error" as const;
+  readonly code = "handler_error" as const;
+
+  constructor(
+    /** What the handler threw. */
+    readonly error: unknown,
+    /** `"message"` for a subscription's handler, else the event whose listener threw (`"state"`, `"subscribed"`, …). */
+    readonly source: string,
+    /** The channel, when a subscription's handler or listener threw. */
+    readonly channel?: string,
+  ) {
+    super(`a ${source} handler threw: ${error instanceof Error ? error.message : String(error)}`);
+    this.name = "HandlerError";
+  }
 }
 
 /** A message delivered to a subscription's handler. */
@@ -178,8 +208,12 @@ export interface HeraldClientEvents {
   recovered: RecoveredEvent;
   /** A `gap` frame on a subscribed channel (also delivered to that channel's subscriptions). */
   gap: GapEvent;
-  /** Every `error` frame of the server (also delivered to the subscriptions it concerns). */
-  error: ErrorFrame;
+  /**
+   * Every `error` frame of the server (also delivered to the subscriptions it
+   * concerns), and every exception thrown by application code the client
+   * called (a `HandlerError`, `type: "handler_error"`).
+   */
+  error: ErrorFrame | HandlerError;
   /** A server frame the client could not parse (it is ignored). */
   invalidFrame: FrameError;
 }
@@ -208,8 +242,14 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents> {
     readonly channel: string,
     /** @internal */ readonly handler: MessageHandler<T>,
     private readonly detach: (sub: Subscription<T>) => void,
+    private readonly report: (error: unknown, source: string, channel: string) => void,
   ) {
     super();
+  }
+
+  /** @internal What this subscription's listeners throw goes to the client. */
+  protected override reportListenerError(error: unknown, source: string): void {
+    this.report(error, source, this.channel);
   }
 
   /** Whether `unsubscribe()` has not been called yet. */
@@ -273,6 +313,9 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   private readonly random: () => number;
   private readonly minDelay: number;
   private readonly maxDelay: number;
+  private readonly onHandlerError: HeraldClientOptions["onHandlerError"];
+  /** Set while a `HandlerError` is being emitted: an `error` listener that throws too must not recurse. */
+  private reportingHandlerError = false;
 
   private readonly channels = new Map<string, Channel>();
   /** Subscribe request id → channels, to route `error` frames that carry no channel. */
@@ -315,6 +358,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     this.minDelay = options.minReconnectDelayMs ?? 100;
     this.maxDelay = options.maxReconnectDelayMs ?? 30_000;
     this.random = options.random ?? Math.random;
+    this.onHandlerError = options.onHandlerError;
     this.backoff = new Backoff({ minDelayMs: this.minDelay, maxDelayMs: this.maxDelay, random: this.random });
     this.pingIntervalMs = Math.max(0, options.pingIntervalMs ?? 0);
     this.pongTimeoutMs = Math.max(1, options.pongTimeoutMs ?? (this.pingIntervalMs || 1));
@@ -378,7 +422,12 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
    * reconnect, with `since` set to the last position seen.
    */
   subscribe<T = unknown>(channel: string, handler: MessageHandler<T>, opts: SubscribeOptions = {}): Subscription<T> {
-    const sub = new Subscription<T>(channel, handler, (s) => this.detachSubscription(s as AnySubscription));
+    const sub = new Subscription<T>(
+      channel,
+      handler,
+      (s) => this.detachSubscription(s as AnySubscription),
+      (error, source, ch) => this.reportHandlerError(error, source, ch),
+    );
     let ch = this.channels.get(channel);
     if (!ch) {
       ch = new Channel(channel, new ChannelPositions(opts.since));
@@ -415,6 +464,29 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   /** Sends an application ping now (when connected). */
   ping(): boolean {
     return this.send({ type: "ping", id: this.nextId++ });
+  }
+
+  // ------------------------------------------------------------ application errors
+
+  protected override reportListenerError(error: unknown, source: string): void {
+    this.reportHandlerError(error, source);
+  }
+
+  /** Reports what application code threw (hook, `error` event, or the console); the client goes on. */
+  private reportHandlerError(error: unknown, source: string, channel?: string): void {
+    const handlerError = new HandlerError(error, source, channel);
+    const hook = this.onHandlerError;
+    if (hook) callSafely(hook, handlerError, logListenerError, "onHandlerError");
+    if (this.reportingHandlerError || this.listenerCount("error") === 0) {
+      if (!hook) logListenerError(error, channel === undefined ? source : `${source} (${channel})`);
+      return;
+    }
+    this.reportingHandlerError = true;
+    try {
+      this.emit("error", handlerError);
+    } finally {
+      this.reportingHandlerError = false;
+    }
   }
 
   // ------------------------------------------------------------ connection
@@ -770,7 +842,9 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
       message.epoch = frame.epoch;
     }
     for (const sub of [...ch.subs]) {
-      if (sub.isActive) callSafely(sub.handler as MessageHandler, message);
+      if (sub.isActive) {
+        callSafely(sub.handler as MessageHandler, message, (e) => this.reportHandlerError(e, "message", frame.channel));
+      }
     }
   }
 

@@ -1,5 +1,6 @@
 export {
   HeraldClient,
+  HandlerError,
   Subscription,
   type HeraldClientOptions,
   type HeraldClientEvents,

@@ -37,7 +37,9 @@ function newClient(opts: Omit<HeraldClientOptions, "WebSocket">) {
   const errors: ErrorFrame[] = [];
   client.on("state", (s) => states.push(s));
   client.on("recovered", (r) => recovered.push(r));
-  client.on("error", (e) => errors.push(e));
+  client.on("error", (e) => {
+    if (e.type === "error") errors.push(e);
+  });
   return { client, states, recovered, errors };
 }
 

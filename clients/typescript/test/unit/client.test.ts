@@ -1,7 +1,7 @@
 // The client's decisions, driven through a scripted in-memory WebSocket (the
 // real gateway is exercised by test/integration).
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { HeraldClient, type ConnectionState, type HeraldMessage, type WebSocketLike } from "../../src/index.js";
+import { HandlerError, HeraldClient, type ConnectionState, type HeraldMessage, type WebSocketLike } from "../../src/index.js";
 
 class FakeSocket implements WebSocketLike {
   static all: FakeSocket[] = [];
@@ -406,5 +406,91 @@ describe("HeraldClient token transport", () => {
     expect(states.at(-1)).toMatchObject({ state: "reconnecting", code: 4007 });
     expect((states.at(-1) as { delayMs: number }).delayMs).toBeGreaterThan(0);
     client.close();
+  });
+});
+
+describe("HeraldClient and exceptions thrown by application code", () => {
+  it("catches a throwing handler and listener, reports them as `error` events and the hook, and keeps delivering", async () => {
+    const hooked: HandlerError[] = [];
+    const { client, states } = makeClient({ onHandlerError: (e) => hooked.push(e) });
+    const errors: unknown[] = [];
+    client.on("error", (e) => errors.push(e));
+    client.on("state", (s) => {
+      if (s.state === "connected") throw new Error("state listener bug");
+    });
+    const got: number[] = [];
+    const sub = client.subscribe<number>("news:a", (m) => {
+      if (m.data === 2) throw new TypeError("handler bug");
+      got.push(m.data);
+    });
+    sub.on("subscribed", () => {
+      throw "not even an Error";
+    });
+    const uncaught: unknown[] = [];
+    const onUncaught = (e: unknown) => uncaught.push(e);
+    process.on("uncaughtException", onUncaught);
+    try {
+      void client.connect();
+      await flush();
+      const s = FakeSocket.last();
+      s.accept();
+      s.frame({ type: "subscribed", id: 1, channel: "news:a", position: { offset: 0, epoch: "E" } });
+      for (const o of [1, 2, 3]) s.frame({ type: "message", channel: "news:a", offset: o, epoch: "E", data: o, time: 1 });
+      // Whatever was scheduled (the old code rethrew from a timer) runs now.
+      vi.runOnlyPendingTimers();
+      await flush();
+      expect(got).toEqual([1, 3]);
+      expect(states.at(-1)).toMatchObject({ state: "connected" });
+      expect(uncaught).toEqual([]);
+      const reported = errors.filter((e): e is HandlerError => e instanceof HandlerError);
+      expect(reported.map((e) => [e.type, e.source, e.channel])).toEqual([
+        ["handler_error", "state", undefined],
+        ["handler_error", "subscribed", "news:a"],
+        ["handler_error", "message", "news:a"],
+      ]);
+      expect(reported[2]!.error).toBeInstanceOf(TypeError);
+      expect(reported[1]!.error).toBe("not even an Error");
+      expect(hooked).toEqual(reported);
+    } finally {
+      process.off("uncaughtException", onUncaught);
+      client.close();
+    }
+  });
+
+  it("an `error` listener that throws does not recurse; without any listener or hook the error is logged", async () => {
+    const logged = vi.spyOn(console, "error").mockImplementation(() => {});
+    try {
+      const bare = makeClient();
+      bare.client.subscribe("news:a", () => {
+        throw new Error("boom");
+      });
+      void bare.client.connect();
+      await flush();
+      FakeSocket.last().accept();
+      FakeSocket.last().frame({ type: "message", channel: "news:a", data: 1, time: 1 });
+      expect(logged).toHaveBeenCalledTimes(1);
+      expect(bare.client.state.state).toBe("connected");
+      bare.client.close();
+
+      const { client } = makeClient();
+      let calls = 0;
+      client.on("error", () => {
+        calls += 1;
+        throw new Error("error listener bug");
+      });
+      client.subscribe("news:a", () => {
+        throw new Error("boom");
+      });
+      void client.connect();
+      await flush();
+      FakeSocket.last().accept();
+      FakeSocket.last().frame({ type: "message", channel: "news:a", data: 1, time: 1 });
+      expect(calls).toBe(1);
+      expect(logged).toHaveBeenCalledTimes(2);
+      expect(client.state.state).toBe("connected");
+      client.close();
+    } finally {
+      logged.mockRestore();
+    }
   });
 });
