@@ -4,7 +4,7 @@
  * disconnects, with every subscription recovered without gaps or duplicates.
  */
 import { Backoff } from "./backoff.js";
-import { closeAction, closeNeedsNewToken, type CloseAction } from "./closeCodes.js";
+import { closeAction, closeNeedsNewToken } from "./closeCodes.js";
 import { Emitter, callSafely, logListenerError } from "./emitter.js";
 import {
   encodeClientFrame,
@@ -23,6 +23,7 @@ import {
   type SubscribeEntry,
 } from "./frames.js";
 import { ChannelPositions } from "./positions.js";
+import { ReconnectPolicy, type ReconnectCause } from "./reconnect.js";
 
 // ---------------------------------------------------------------- WebSocket
 
@@ -75,6 +76,20 @@ export interface HeraldClientOptions {
   minReconnectDelayMs?: number;
   /** The largest backoff cap. Default 30 000 ms. */
   maxReconnectDelayMs?: number;
+  /**
+   * How long a connection must stay `connected` before the backoff starts
+   * again from `minReconnectDelayMs`. Default 5 000 ms. A gateway that
+   * accepts and closes at once therefore sees the client back after growing
+   * random delays, never in a loop.
+   */
+  minConnectionLifetimeMs?: number;
+  /**
+   * After 1001 (the instance is stopping: all its clients hear it at once),
+   * "reconnect now" waits a uniformly random time in `[0, reconnectWindowMs]`
+   * so the instance that takes them over does not get them all in one
+   * instant. Default 5 000 ms.
+   */
+  reconnectWindowMs?: number;
   /**
    * Send an application `{"type":"ping"}` this often once connected; 0 (the
    * default) relies on the server's WebSocket pings alone. A connection that
@@ -307,7 +322,8 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   private authPending: { connected: ConnectedFrame | undefined } | undefined;
   private readonly getToken: HeraldClientOptions["getToken"];
   private readonly WS: WebSocketConstructor;
-  private readonly backoff: Backoff;
+  /** Every "whether and when to reconnect" is decided there. */
+  private readonly policy: ReconnectPolicy;
   private readonly pingIntervalMs: number;
   private readonly pongTimeoutMs: number;
   private readonly random: () => number;
@@ -331,8 +347,8 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private pingTimer: ReturnType<typeof setInterval> | undefined;
   private pongTimer: ReturnType<typeof setTimeout> | undefined;
-  private attempt = 0;
-  private tokenRefreshesWithoutConnect = 0;
+  /** Fires once the connection has lasted `minConnectionLifetimeMs`: the backoff starts over. */
+  private lifetimeTimer: ReturnType<typeof setTimeout> | undefined;
   private current: ConnectionState = { state: "disconnected", code: 1000, reason: "not connected", willRetry: false };
   private connectedInfo: ConnectedFrame | undefined;
   private ready: { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } | undefined;
@@ -359,7 +375,13 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     this.maxDelay = options.maxReconnectDelayMs ?? 30_000;
     this.random = options.random ?? Math.random;
     this.onHandlerError = options.onHandlerError;
-    this.backoff = new Backoff({ minDelayMs: this.minDelay, maxDelayMs: this.maxDelay, random: this.random });
+    this.policy = new ReconnectPolicy({
+      minDelayMs: this.minDelay,
+      maxDelayMs: this.maxDelay,
+      minConnectionLifetimeMs: options.minConnectionLifetimeMs ?? 5_000,
+      reconnectWindowMs: options.reconnectWindowMs ?? 5_000,
+      random: this.random,
+    });
     this.pingIntervalMs = Math.max(0, options.pingIntervalMs ?? 0);
     this.pongTimeoutMs = Math.max(1, options.pongTimeoutMs ?? (this.pingIntervalMs || 1));
   }
@@ -385,9 +407,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     if (this.running && this.ready) return this.ready.promise;
     if (this.running) return Promise.resolve();
     this.running = true;
-    this.attempt = 0;
-    this.tokenRefreshesWithoutConnect = 0;
-    this.backoff.reset();
+    this.policy.reset();
     const ready = deferred();
     this.ready = ready;
     void this.open(this.generation);
@@ -507,7 +527,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     const gen = this.generation;
     this.reachedConnected = false;
     this.socketUrl = url;
-    this.setState({ state: "connecting", url, attempt: this.attempt });
+    this.setState({ state: "connecting", url, attempt: this.policy.attempt });
     let socket: WebSocketLike;
     try {
       socket = new this.WS(this.tokenTransport === "query" ? withToken(url, this.token) : url);
@@ -583,9 +603,12 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     }
     this.reachedConnected = true;
     this.connectedInfo = frame;
-    this.backoff.reset();
-    this.attempt = 0;
-    this.tokenRefreshesWithoutConnect = 0;
+    // Not a reset yet: only a connection that lasts proves the gateway healthy.
+    const gen = this.generation;
+    this.lifetimeTimer = setTimeout(() => {
+      this.lifetimeTimer = undefined;
+      if (gen === this.generation && this.reachedConnected) this.policy.connectionLasted();
+    }, this.policy.minConnectionLifetimeMs);
     const state: ConnectionState = {
       state: "connected",
       url: this.socketUrl,
@@ -615,32 +638,35 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     this.emit("authenticated", event);
   }
 
-  private async onClose(code: number, reason: string): Promise<void> {
+  /**
+   * The socket is gone: `cause` says why when the client dropped it itself,
+   * otherwise the close code decides (through the policy, the one place that
+   * does).
+   */
+  private async onClose(code: number, reason: string, cause?: ReconnectCause): Promise<void> {
     const gen = this.generation;
-    const hadConnected = this.reachedConnected;
     const usedToken = this.token;
     this.detachSocket();
     this.clearTimers();
     this.forgetServerSide();
     if (!this.running) return;
 
-    let action: CloseAction = closeAction(code);
-    if (closeNeedsNewToken(code)) {
+    let why: ReconnectCause = cause ?? { kind: "close", code, action: closeAction(code) };
+    if (why.kind === "close" && closeNeedsNewToken(code)) {
       const fresh = this.getToken ? await this.fetchToken() : undefined;
       if (!this.running || gen !== this.generation) return;
       if (fresh === undefined || fresh === usedToken) {
-        action = "stop";
+        why = { kind: "close", code, action: "stop" };
       } else {
         this.setToken(fresh);
         // 4005 says "reconnect now"; 4004 says "stop (get a new token first)": we have one now.
-        action = "reconnect-now";
-        this.tokenRefreshesWithoutConnect += 1;
-        // Fresh tokens that keep failing at the upgrade must not spin: back off from the second.
-        if (!hadConnected && this.tokenRefreshesWithoutConnect > 1) action = "reconnect-backoff";
+        // A fresh token that fails again before lasting is a failure: the policy backs off.
+        why = { kind: "close", code, action: "reconnect-now" };
       }
     }
 
-    if (action === "stop") {
+    const decision = this.policy.decide(why);
+    if (decision.action === "stop") {
       this.running = false;
       this.setState({ state: "disconnected", code, reason, willRetry: false });
       this.settleReady(new Error(`Herald connection closed with ${code}${reason ? ` (${reason})` : ""}`));
@@ -648,9 +674,8 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     }
     this.setState({ state: "disconnected", code, reason, willRetry: true });
     if (!this.running || gen !== this.generation) return; // a listener called close()
-    const delayMs = action === "reconnect-now" ? 0 : this.backoff.next().delayMs;
-    this.attempt += 1;
-    this.setState({ state: "reconnecting", attempt: this.attempt, delayMs, code });
+    const { delayMs, attempt } = decision;
+    this.setState({ state: "reconnecting", attempt, delayMs, code });
     if (!this.running || gen !== this.generation) return;
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
@@ -659,7 +684,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   }
 
   /** Drops a silent connection from the client side (application pings only). */
-  private abandon(code: number, reason: string): void {
+  private abandon(code: number, reason: string, cause: ReconnectCause): void {
     const socket = this.socket;
     this.generation += 1; // its close event, whenever it comes, is stale
     this.detachSocket();
@@ -670,7 +695,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
         // ignore
       }
     }
-    void this.onClose(code, reason);
+    void this.onClose(code, reason, cause);
   }
 
   private detachSocket(): void {
@@ -691,6 +716,8 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
     if (this.pingTimer !== undefined) clearInterval(this.pingTimer);
     if (this.pongTimer !== undefined) clearTimeout(this.pongTimer);
+    if (this.lifetimeTimer !== undefined) clearTimeout(this.lifetimeTimer);
+    this.lifetimeTimer = undefined;
     this.reconnectTimer = undefined;
     this.pingTimer = undefined;
     this.pongTimer = undefined;
@@ -758,7 +785,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
       if (this.ping() && this.pongTimer === undefined) {
         this.pongTimer = setTimeout(() => {
           this.pongTimer = undefined;
-          if (gen === this.generation) this.abandon(LOCAL_PING_TIMEOUT, "ping timeout (client)");
+          if (gen === this.generation) this.abandon(LOCAL_PING_TIMEOUT, "ping timeout (client)", { kind: "liveness" });
         }, this.pongTimeoutMs);
       }
     }, this.pingIntervalMs);

@@ -30,7 +30,13 @@ let publisher: Gateway; // a gateway the clients never connect to, used to publi
 const clients: HeraldClient[] = [];
 
 function newClient(opts: Omit<HeraldClientOptions, "WebSocket">) {
-  const client = new HeraldClient({ WebSocket, minReconnectDelayMs: 50, maxReconnectDelayMs: 500, ...opts });
+  const client = new HeraldClient({
+    WebSocket,
+    minReconnectDelayMs: 50,
+    maxReconnectDelayMs: 500,
+    reconnectWindowMs: 500,
+    ...opts,
+  });
   clients.push(client);
   const states: ConnectionState[] = [];
   const recovered: RecoveredEvent[] = [];

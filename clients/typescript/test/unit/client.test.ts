@@ -74,28 +74,34 @@ afterEach(() => {
 });
 
 describe("HeraldClient close-code decisions", () => {
-  it("reconnects at once after 1001 and 4000, to the next url", async () => {
+  it("reconnects after 1001 within the reconnect window and at once after 4000, to the next url", async () => {
     const { client, states } = makeClient({ url: ["ws://a/ws", "ws://b/ws"] });
     void client.connect();
     await flush();
     FakeSocket.last().accept();
+    vi.advanceTimersByTime(5_000); // the connection lasted
     FakeSocket.last().serverClose(1001, "server shutting down");
     await flush();
+    // random() = 0.5 in a window of 5 000 ms
     expect(states.slice(-2)).toEqual([
       { state: "disconnected", code: 1001, reason: "server shutting down", willRetry: true },
-      { state: "reconnecting", attempt: 1, delayMs: 0, code: 1001 },
+      { state: "reconnecting", attempt: 1, delayMs: 2500, code: 1001 },
     ]);
-    vi.advanceTimersByTime(0);
+    vi.advanceTimersByTime(2499);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(1);
+    vi.advanceTimersByTime(1);
     await flush();
     expect(FakeSocket.all.map((s) => s.url)).toEqual(["ws://a/ws", "ws://b/ws"]);
     FakeSocket.last().accept();
+    vi.advanceTimersByTime(5_000);
     FakeSocket.last().serverClose(4000);
     await flush();
     expect(states.at(-1)).toMatchObject({ state: "reconnecting", delayMs: 0 });
     client.close();
   });
 
-  it("backs off with growing caps on 1011/4001/4003/4006/1006 and resets after connected", async () => {
+  it("backs off with growing caps on 1011/4001/4003/4006/1006 and resets after a connection that lasted", async () => {
     const { client, states } = makeClient({ random: () => 0.999999, minReconnectDelayMs: 100, maxReconnectDelayMs: 1000 });
     void client.connect();
     await flush();
@@ -111,10 +117,64 @@ describe("HeraldClient close-code decisions", () => {
     }
     expect(delays).toEqual([100, 200, 400, 800, 1000, 1000]);
     FakeSocket.last().accept();
+    vi.advanceTimersByTime(5_000); // only a connection that lasted resets the backoff
     FakeSocket.last().serverClose(1011);
     await flush();
     expect(states.at(-1)).toMatchObject({ state: "reconnecting", attempt: 1, delayMs: 100 });
     client.close();
+  });
+
+  it.each([1011, 1006, 4000, 1001])(
+    "never loops on a gateway that accepts and closes at once with %i: the delays grow",
+    async (code) => {
+      const { client, states } = makeClient({ random: () => 0.5 });
+      void client.connect();
+      await flush();
+      const delays: number[] = [];
+      for (let i = 0; i < 10; i++) {
+        FakeSocket.last().accept();
+        FakeSocket.last().serverClose(code);
+        await flush();
+        const s = states.at(-1)!;
+        expect(s.state).toBe("reconnecting");
+        if (s.state === "reconnecting") {
+          delays.push(s.delayMs);
+          expect(s.attempt).toBe(i + 1);
+          vi.advanceTimersByTime(s.delayMs);
+        }
+        await flush();
+      }
+      expect(FakeSocket.all).toHaveLength(11);
+      // "Reconnect now" codes may take their one immediate (or spread) reconnect; every later one backs off.
+      const rest = code === 4000 || code === 1001 ? delays.slice(1) : delays;
+      for (let i = 1; i < rest.length; i++) expect(rest[i]).toBeGreaterThan(rest[i - 1]!);
+      expect(delays.filter((d) => d === 0).length).toBeLessThanOrEqual(1);
+      expect(rest.at(-1)).toBeGreaterThanOrEqual(12_800);
+      client.close();
+    },
+  );
+
+  it("spreads 1001 reconnects of many clients over the reconnect window", async () => {
+    const delays: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      const { client, states } = makeClient({ random: Math.random });
+      void client.connect();
+      await flush();
+      FakeSocket.last().accept();
+      vi.advanceTimersByTime(5_000);
+      FakeSocket.last().serverClose(1001, "server shutting down");
+      await flush();
+      const s = states.at(-1)!;
+      if (s.state === "reconnecting") delays.push(s.delayMs);
+      client.close();
+    }
+    expect(delays).toHaveLength(50);
+    for (const d of delays) {
+      expect(d).toBeGreaterThanOrEqual(0);
+      expect(d).toBeLessThanOrEqual(5_000);
+    }
+    expect(new Set(delays).size).toBeGreaterThan(10);
+    expect(delays.filter((d) => d === 0).length).toBeLessThan(50);
   });
 
   it.each([1002, 1003, 1007, 1009, 4002])("stops on %i", async (code) => {
@@ -273,7 +333,7 @@ describe("HeraldClient subscriptions", () => {
     // after a reconnect the forbidden channel is not asked again with the same token
     s.serverClose(1001);
     await flush();
-    vi.advanceTimersByTime(0);
+    vi.advanceTimersByTime(5_000);
     await flush();
     FakeSocket.last().accept();
     expect(FakeSocket.last().sent).toEqual([]);
@@ -326,7 +386,7 @@ describe("HeraldClient subscriptions", () => {
     // A reconnect resumes from the new epoch, not the void one.
     s.serverClose(1001);
     await flush();
-    vi.advanceTimersByTime(0);
+    vi.advanceTimersByTime(5_000);
     await flush();
     s = FakeSocket.last();
     s.accept();
