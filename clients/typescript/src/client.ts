@@ -91,6 +91,13 @@ export interface HeraldClientOptions {
    */
   reconnectWindowMs?: number;
   /**
+   * How long one attempt may take from creating the socket to the gateway's
+   * `connected` (and, with an in-band token, `authenticated`) frame. An
+   * attempt that takes longer counts as failed (reported as 1006,
+   * `connect timeout (client)`) and is retried with backoff. Default 10 000 ms.
+   */
+  connectTimeoutMs?: number;
+  /**
    * Send an application `{"type":"ping"}` this often once connected; 0 (the
    * default) relies on the server's WebSocket pings alone. A connection that
    * then stays silent for `pongTimeoutMs` after a ping is dropped and
@@ -349,6 +356,9 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   private pongTimer: ReturnType<typeof setTimeout> | undefined;
   /** Fires once the connection has lasted `minConnectionLifetimeMs`: the backoff starts over. */
   private lifetimeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Bounds the current attempt: no socket stays `connecting` forever. */
+  private connectTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly connectTimeoutMs: number;
   private current: ConnectionState = { state: "disconnected", code: 1000, reason: "not connected", willRetry: false };
   private connectedInfo: ConnectedFrame | undefined;
   private ready: { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } | undefined;
@@ -375,6 +385,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     this.maxDelay = options.maxReconnectDelayMs ?? 30_000;
     this.random = options.random ?? Math.random;
     this.onHandlerError = options.onHandlerError;
+    this.connectTimeoutMs = positive(options.connectTimeoutMs ?? 10_000, "connectTimeoutMs");
     this.policy = new ReconnectPolicy({
       minDelayMs: this.minDelay,
       maxDelayMs: this.maxDelay,
@@ -540,6 +551,12 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     }
     this.socket = socket;
     this.authPending = undefined;
+    this.connectTimer = setTimeout(() => {
+      this.connectTimer = undefined;
+      if (gen === this.generation && !this.reachedConnected) {
+        this.abandon(ABNORMAL, "connect timeout (client)", { kind: "connect-timeout" });
+      }
+    }, this.connectTimeoutMs);
     const token = this.token;
     socket.onopen = () => {
       if (gen !== this.generation || this.tokenTransport !== "frame" || token === undefined) return;
@@ -603,6 +620,8 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     }
     this.reachedConnected = true;
     this.connectedInfo = frame;
+    if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
     // Not a reset yet: only a connection that lasts proves the gateway healthy.
     const gen = this.generation;
     this.lifetimeTimer = setTimeout(() => {
@@ -683,7 +702,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     }, delayMs);
   }
 
-  /** Drops a silent connection from the client side (application pings only). */
+  /** Drops a connection from the client side (connect timeout, liveness, `reconnectNow()`). */
   private abandon(code: number, reason: string, cause: ReconnectCause): void {
     const socket = this.socket;
     this.generation += 1; // its close event, whenever it comes, is stale
@@ -717,7 +736,9 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     if (this.pingTimer !== undefined) clearInterval(this.pingTimer);
     if (this.pongTimer !== undefined) clearTimeout(this.pongTimer);
     if (this.lifetimeTimer !== undefined) clearTimeout(this.lifetimeTimer);
+    if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
     this.lifetimeTimer = undefined;
+    this.connectTimer = undefined;
     this.reconnectTimer = undefined;
     this.pingTimer = undefined;
     this.pongTimer = undefined;
@@ -917,6 +938,11 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
 }
 
 // ---------------------------------------------------------------- helpers
+
+function positive(v: number, name: string): number {
+  if (!Number.isFinite(v) || v <= 0) throw new RangeError(`HeraldClient: \`${name}\` must be a finite number > 0`);
+  return v;
+}
 
 function withToken(url: string, token: string | undefined): string {
   if (token === undefined) return url;

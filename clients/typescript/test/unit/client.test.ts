@@ -554,3 +554,57 @@ describe("HeraldClient and exceptions thrown by application code", () => {
     }
   });
 });
+
+describe("HeraldClient connect timeout", () => {
+  it("counts a socket that never opens as a failed attempt and backs off", async () => {
+    const { client, states } = makeClient({ connectTimeoutMs: 10_000, random: () => 0.999999 });
+    void client.connect();
+    await flush();
+    const first = FakeSocket.last();
+    vi.advanceTimersByTime(9_999);
+    expect(states.at(-1)).toMatchObject({ state: "connecting" });
+    vi.advanceTimersByTime(1);
+    await flush();
+    expect(first.closedByClient).toBeDefined();
+    expect(states.slice(-2)).toEqual([
+      { state: "disconnected", code: 1006, reason: "connect timeout (client)", willRetry: true },
+      { state: "reconnecting", attempt: 1, delayMs: 100, code: 1006 },
+    ]);
+    vi.advanceTimersByTime(100);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(2);
+    // The second silent attempt backs off further; a late event of the first changes nothing.
+    first.serverClose(1006);
+    vi.advanceTimersByTime(10_000);
+    await flush();
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", attempt: 2, delayMs: 200 });
+    client.close();
+  });
+
+  it("counts a socket that opens but never gets `connected` (or `authenticated`) as failed", async () => {
+    const { client, states } = makeClient({ token: "t", connectTimeoutMs: 3_000 });
+    void client.connect();
+    await flush();
+    const s = FakeSocket.last();
+    s.open();
+    s.frame({ type: "connected", protocol: 1, client_id: "c1", instance_id: "a", user: null });
+    vi.advanceTimersByTime(3_000);
+    await flush();
+    expect(s.closedByClient).toBeDefined();
+    expect(states.find((x) => x.state === "disconnected")).toMatchObject({ code: 1006, reason: "connect timeout (client)" });
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", attempt: 1 });
+    client.close();
+  });
+
+  it("does not fire once connected", async () => {
+    const { client, states } = makeClient({ connectTimeoutMs: 1_000, pingIntervalMs: 0 });
+    void client.connect();
+    await flush();
+    FakeSocket.last().accept();
+    vi.advanceTimersByTime(60_000);
+    await flush();
+    expect(states.at(-1)).toMatchObject({ state: "connected" });
+    expect(FakeSocket.all).toHaveLength(1);
+    client.close();
+  });
+});
