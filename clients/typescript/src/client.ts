@@ -98,15 +98,27 @@ export interface HeraldClientOptions {
    */
   connectTimeoutMs?: number;
   /**
-   * Send an application `{"type":"ping"}` this often once connected; 0 (the
-   * default) relies on the server's WebSocket pings alone. A connection that
-   * then stays silent for `pongTimeoutMs` after a ping is dropped and
-   * reconnected with backoff — useful in browsers, which cannot see
-   * WebSocket-level pings.
+   * Liveness: send the protocol's `{"type":"ping"}` this often once
+   * connected, and drop a connection that then stays silent for
+   * `pongTimeoutMs` (reported as 4001, `ping timeout (client)`, and
+   * reconnected with backoff). Browsers cannot see WebSocket-level pings, so
+   * without this a socket killed by sleep or a network change would say
+   * `connected` for ever. Default: the gateway's `ping_interval_ms` from the
+   * `connected` frame (25 000 ms when it gives none); `0` turns it off.
    */
   pingIntervalMs?: number;
-  /** How long to wait for any frame after an application ping. Default: `pingIntervalMs`. */
+  /** How long to wait for any frame after a ping. Default: the ping interval, at most 10 000 ms. */
   pongTimeoutMs?: number;
+  /**
+   * Where the browser's `online`/`offline` and `visibilitychange` events come
+   * from. Default: `globalThis` (a browser's `window`) and
+   * `globalThis.document`, when they have `addEventListener`; `false` turns
+   * the reaction off. The network coming back, or the page becoming visible,
+   * ends a backoff wait at once; a page that comes back with a stale
+   * connection (silent past the liveness deadline, e.g. after a sleep)
+   * reconnects at once; otherwise the connection is probed with a ping.
+   */
+  lifecycleEvents?: LifecycleEvents | false;
   /** Uniform random numbers in [0, 1) for the jitter; `Math.random` unless testing. */
   random?: () => number;
   /**
@@ -139,6 +151,20 @@ export class HandlerError extends Error {
     super(`a ${source} handler threw: ${error instanceof Error ? error.message : String(error)}`);
     this.name = "HandlerError";
   }
+}
+
+/** The part of the DOM's `EventTarget` the client uses for lifecycle events. */
+export interface LifecycleTarget {
+  addEventListener(type: string, listener: () => void): void;
+  removeEventListener(type: string, listener: () => void): void;
+}
+
+/** The sources of the environment's lifecycle events (see `HeraldClientOptions.lifecycleEvents`). */
+export interface LifecycleEvents {
+  /** Fires `online` and `offline` (a browser's `window`). */
+  network?: LifecycleTarget;
+  /** Fires `visibilitychange` and tells `visibilityState` (a browser's `document`). */
+  document?: LifecycleTarget & { readonly visibilityState?: string };
 }
 
 /** A message delivered to a subscription's handler. */
@@ -331,8 +357,16 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   private readonly WS: WebSocketConstructor;
   /** Every "whether and when to reconnect" is decided there. */
   private readonly policy: ReconnectPolicy;
-  private readonly pingIntervalMs: number;
-  private readonly pongTimeoutMs: number;
+  /** The options as given: `undefined` means "derive from the gateway's `ping_interval_ms`". */
+  private readonly pingIntervalOption: number | undefined;
+  private readonly pongTimeoutOption: number | undefined;
+  /** The liveness of the current connection (0: off). */
+  private pingIntervalMs = 0;
+  private pongTimeoutMs = 0;
+  /** `Date.now()` of the last frame received: timers stop while a machine sleeps, the clock does not. */
+  private lastFrameAt = 0;
+  private readonly lifecycle: LifecycleEvents;
+  private lifecycleAttached = false;
   private readonly random: () => number;
   private readonly minDelay: number;
   private readonly maxDelay: number;
@@ -393,8 +427,14 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
       reconnectWindowMs: options.reconnectWindowMs ?? 5_000,
       random: this.random,
     });
-    this.pingIntervalMs = Math.max(0, options.pingIntervalMs ?? 0);
-    this.pongTimeoutMs = Math.max(1, options.pongTimeoutMs ?? (this.pingIntervalMs || 1));
+    if (options.pingIntervalMs !== undefined) {
+      if (!Number.isFinite(options.pingIntervalMs) || options.pingIntervalMs < 0) {
+        throw new RangeError("HeraldClient: `pingIntervalMs` must be a finite number ≥ 0");
+      }
+      this.pingIntervalOption = options.pingIntervalMs;
+    }
+    if (options.pongTimeoutMs !== undefined) this.pongTimeoutOption = positive(options.pongTimeoutMs, "pongTimeoutMs");
+    this.lifecycle = options.lifecycleEvents === false ? {} : (options.lifecycleEvents ?? defaultLifecycleEvents());
   }
 
   // ------------------------------------------------------------ public API
@@ -419,6 +459,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     if (this.running) return Promise.resolve();
     this.running = true;
     this.policy.reset();
+    this.attachLifecycle();
     const ready = deferred();
     this.ready = ready;
     void this.open(this.generation);
@@ -429,6 +470,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   close(): void {
     const wasRunning = this.running;
     this.running = false;
+    this.detachLifecycle();
     this.generation += 1;
     this.clearTimers();
     const socket = this.socket;
@@ -492,6 +534,26 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     return this.channels.get(channel)?.duplicatesDropped ?? 0;
   }
 
+  /**
+   * Reconnects at once: ends a backoff wait, or drops the current connection
+   * (reported as 1000, `reconnect requested (client)`) and opens a new one
+   * without delay. For an application that knows better than the client
+   * (the network changed, the user pressed "retry"). Does nothing when the
+   * client is not running.
+   */
+  reconnectNow(): void {
+    if (!this.running) return;
+    if (this.reconnectTimer !== undefined) {
+      // Waiting for the next attempt: the attempt is already decided, only its time changes.
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = undefined;
+      void this.open(this.generation);
+      return;
+    }
+    if (this.socket) this.abandon(1000, "reconnect requested (client)", { kind: "now" });
+    // Otherwise an attempt is on its way (getting a token): nothing to hurry.
+  }
+
   /** Sends an application ping now (when connected). */
   ping(): boolean {
     return this.send({ type: "ping", id: this.nextId++ });
@@ -545,6 +607,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     } catch (err) {
       // A URL the WebSocket constructor refuses will not get better: stop.
       this.running = false;
+      this.detachLifecycle();
       this.settleReady(err instanceof Error ? err : new Error(String(err)));
       this.setState({ state: "disconnected", code: ABNORMAL, reason: String(err), willRetry: false });
       return;
@@ -583,6 +646,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   }
 
   private onText(text: string): void {
+    this.lastFrameAt = Date.now();
     this.armLiveness();
     let frame: ServerFrame | undefined;
     try {
@@ -637,9 +701,11 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     };
     if (frame.ping_interval_ms !== undefined) state.pingIntervalMs = frame.ping_interval_ms;
     this.setState(state);
+    // A `state` listener may have called close() or reconnectNow(): start nothing for a gone socket.
+    if (!this.running || gen !== this.generation) return;
     const all = [...this.channels.values()].filter((c) => !c.failed && c.subs.size > 0);
     if (all.length > 0) this.sendSubscribe(all);
-    this.startPinging();
+    this.startPinging(frame.ping_interval_ms);
     this.settleReady();
   }
 
@@ -687,6 +753,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     const decision = this.policy.decide(why);
     if (decision.action === "stop") {
       this.running = false;
+      this.detachLifecycle();
       this.setState({ state: "disconnected", code, reason, willRetry: false });
       this.settleReady(new Error(`Herald connection closed with ${code}${reason ? ` (${reason})` : ""}`));
       return;
@@ -798,18 +865,70 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
 
   // ------------------------------------------------------------ pings
 
-  private startPinging(): void {
-    if (this.pingIntervalMs <= 0) return;
+  /** Liveness for the connection just `connected`, derived from the gateway's ping interval unless configured. */
+  private startPinging(serverIntervalMs: number | undefined): void {
+    const interval = this.pingIntervalOption ?? (serverIntervalMs !== undefined && serverIntervalMs > 0 ? serverIntervalMs : 25_000);
+    this.pingIntervalMs = interval;
+    this.pongTimeoutMs = this.pongTimeoutOption ?? Math.min(10_000, interval);
+    if (interval <= 0) return;
     const gen = this.generation;
     this.pingTimer = setInterval(() => {
-      if (gen !== this.generation) return;
-      if (this.ping() && this.pongTimer === undefined) {
-        this.pongTimer = setTimeout(() => {
-          this.pongTimer = undefined;
-          if (gen === this.generation) this.abandon(LOCAL_PING_TIMEOUT, "ping timeout (client)", { kind: "liveness" });
-        }, this.pongTimeoutMs);
-      }
-    }, this.pingIntervalMs);
+      if (gen === this.generation) this.probe();
+    }, interval);
+  }
+
+  /** Sends a ping and drops the connection if nothing at all comes back within the deadline. */
+  private probe(): void {
+    if (this.pongTimer !== undefined || !this.isOpen()) return;
+    if (!this.ping()) return;
+    const gen = this.generation;
+    this.pongTimer = setTimeout(() => {
+      this.pongTimer = undefined;
+      if (gen === this.generation) this.abandon(LOCAL_PING_TIMEOUT, "ping timeout (client)", { kind: "liveness" });
+    }, this.pongTimeoutMs || 10_000);
+  }
+
+  /** Silent for longer than a live connection could be: a ping was due and its answer too (a sleep, a lost network). */
+  private isStale(): boolean {
+    if (this.pingIntervalMs <= 0) return false;
+    return Date.now() - this.lastFrameAt > this.pingIntervalMs + this.pongTimeoutMs;
+  }
+
+  // ------------------------------------------------------------ lifecycle events
+
+  private readonly onOnline = (): void => {
+    if (!this.running) return;
+    if (this.reconnectTimer !== undefined) this.reconnectNow(); // the network is back: no reason to wait
+    else this.probe(); // the old socket may belong to the old network
+  };
+
+  private readonly onOffline = (): void => {
+    // Nothing can be reached; a connection that is really gone fails its ping deadline.
+    if (this.running) this.probe();
+  };
+
+  private readonly onVisibilityChange = (): void => {
+    if (!this.running || this.lifecycle.document?.visibilityState === "hidden") return;
+    if (this.reconnectTimer !== undefined) this.reconnectNow();
+    else if (this.isOpen() && this.isStale()) this.reconnectNow();
+    else this.probe();
+  };
+
+  private attachLifecycle(): void {
+    if (this.lifecycleAttached) return;
+    this.lifecycleAttached = true;
+    this.lifecycle.network?.addEventListener("online", this.onOnline);
+    this.lifecycle.network?.addEventListener("offline", this.onOffline);
+    this.lifecycle.document?.addEventListener("visibilitychange", this.onVisibilityChange);
+  }
+
+  /** A stopped client holds no listener: it keeps nothing alive and reacts to nothing. */
+  private detachLifecycle(): void {
+    if (!this.lifecycleAttached) return;
+    this.lifecycleAttached = false;
+    this.lifecycle.network?.removeEventListener("online", this.onOnline);
+    this.lifecycle.network?.removeEventListener("offline", this.onOffline);
+    this.lifecycle.document?.removeEventListener("visibilitychange", this.onVisibilityChange);
   }
 
   /** Any frame proves the connection alive. */
@@ -938,6 +1057,17 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
 }
 
 // ---------------------------------------------------------------- helpers
+
+/** A browser's `window` and `document`; nothing where `globalThis` has no events (Node). */
+function defaultLifecycleEvents(): LifecycleEvents {
+  const g = globalThis as unknown as { addEventListener?: unknown; document?: { addEventListener?: unknown } };
+  const events: LifecycleEvents = {};
+  if (typeof g.addEventListener === "function") events.network = g as unknown as LifecycleTarget;
+  if (g.document && typeof g.document.addEventListener === "function") {
+    events.document = g.document as unknown as LifecycleEvents["document"] & object;
+  }
+  return events;
+}
 
 function positive(v: number, name: string): number {
   if (!Number.isFinite(v) || v <= 0) throw new RangeError(`HeraldClient: \`${name}\` must be a finite number > 0`);

@@ -3,6 +3,8 @@ export {
   HandlerError,
   Subscription,
   type HeraldClientOptions,
+  type LifecycleEvents,
+  type LifecycleTarget,
   type HeraldClientEvents,
   type HeraldMessage,
   type MessageHandler,

@@ -608,3 +608,170 @@ describe("HeraldClient connect timeout", () => {
     client.close();
   });
 });
+
+class FakeTarget {
+  listeners = new Map<string, Set<() => void>>();
+  visibilityState = "visible";
+  addEventListener(type: string, f: () => void): void {
+    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
+    this.listeners.get(type)!.add(f);
+  }
+  removeEventListener(type: string, f: () => void): void {
+    this.listeners.get(type)?.delete(f);
+  }
+  dispatch(type: string): void {
+    for (const f of [...(this.listeners.get(type) ?? [])]) f();
+  }
+  count(): number {
+    return [...this.listeners.values()].reduce((n, s) => n + s.size, 0);
+  }
+}
+
+describe("HeraldClient liveness", () => {
+  it("is on by default: pings at the gateway's ping_interval_ms and drops a socket that does not answer", async () => {
+    const { client, states } = makeClient({ random: () => 0.999999 });
+    void client.connect();
+    await flush();
+    const s = FakeSocket.last();
+    s.accept(); // ping_interval_ms: 25000
+    vi.advanceTimersByTime(24_999);
+    expect(s.sent).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(s.sent).toEqual([{ type: "ping", id: 1 }]);
+    s.frame({ type: "pong", id: 1 });
+    vi.advanceTimersByTime(25_000);
+    expect(s.sent.at(-1)).toEqual({ type: "ping", id: 2 });
+    // No answer within min(10 s, interval): the socket is dropped and replaced.
+    vi.advanceTimersByTime(9_999);
+    expect(s.closedByClient).toBeUndefined();
+    vi.advanceTimersByTime(1);
+    await flush();
+    expect(s.closedByClient).toBeDefined();
+    expect(states.slice(-2)).toEqual([
+      { state: "disconnected", code: 4001, reason: "ping timeout (client)", willRetry: true },
+      { state: "reconnecting", attempt: 1, delayMs: 100, code: 4001 },
+    ]);
+    vi.advanceTimersByTime(100);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(2);
+    client.close();
+  });
+
+  it("follows a shorter server interval, and can be turned off", async () => {
+    const a = makeClient();
+    void a.client.connect();
+    await flush();
+    let s = FakeSocket.last();
+    s.open();
+    s.frame({ type: "connected", protocol: 1, client_id: "c1", instance_id: "a", user: null, ping_interval_ms: 2_000 });
+    vi.advanceTimersByTime(2_000);
+    expect(s.sent).toEqual([{ type: "ping", id: 1 }]);
+    vi.advanceTimersByTime(2_000);
+    await flush();
+    expect(s.closedByClient).toBeDefined();
+    a.client.close();
+
+    const b = makeClient({ pingIntervalMs: 0 });
+    void b.client.connect();
+    await flush();
+    s = FakeSocket.last();
+    s.accept();
+    vi.advanceTimersByTime(600_000);
+    expect(s.sent).toEqual([]);
+    expect(b.client.state.state).toBe("connected");
+    b.client.close();
+  });
+
+  it("reconnectNow() replaces a live connection at once, and ends a backoff wait at once", async () => {
+    const { client, states } = makeClient({ random: () => 0.999999, minReconnectDelayMs: 10_000 });
+    void client.connect();
+    await flush();
+    const first = FakeSocket.last();
+    first.accept();
+    client.reconnectNow();
+    await flush();
+    expect(first.closedByClient).toEqual({ code: 1000, reason: "reconnect requested (client)" });
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", delayMs: 0, code: 1000 });
+    vi.advanceTimersByTime(0);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(2);
+    FakeSocket.last().serverClose(1006);
+    await flush();
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", delayMs: 10_000 });
+    client.reconnectNow();
+    await flush();
+    expect(FakeSocket.all).toHaveLength(3);
+    expect(states.at(-1)).toMatchObject({ state: "connecting" });
+    // The abandoned wait does not fire later.
+    vi.advanceTimersByTime(10_000);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(3);
+    client.close();
+    client.reconnectNow(); // not running: nothing
+    expect(FakeSocket.all).toHaveLength(3);
+  });
+
+  it("reconnects at once when the page comes back with a stale connection (the machine slept)", async () => {
+    vi.useRealTimers();
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
+    const win = new FakeTarget();
+    const doc = new FakeTarget();
+    const { client, states } = makeClient({ lifecycleEvents: { network: win, document: doc } });
+    void client.connect();
+    await flush();
+    const s = FakeSocket.last();
+    s.accept();
+    doc.visibilityState = "hidden";
+    doc.dispatch("visibilitychange");
+    // Asleep: the clock moves on, the timers do not run.
+    vi.setSystemTime(Date.now() + 10 * 60_000);
+    doc.visibilityState = "visible";
+    doc.dispatch("visibilitychange");
+    await flush();
+    expect(s.closedByClient).toEqual({ code: 1000, reason: "reconnect requested (client)" });
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", delayMs: 0 });
+    vi.advanceTimersByTime(0);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(2);
+    client.close();
+    expect(win.count() + doc.count()).toBe(0);
+  });
+
+  it("probes a fresh connection when the page comes back or the network changes, and ends a backoff wait when it is back", async () => {
+    vi.useRealTimers();
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
+    const win = new FakeTarget();
+    const doc = new FakeTarget();
+    const { client, states } = makeClient({ random: () => 0.999999, minReconnectDelayMs: 20_000, lifecycleEvents: { network: win, document: doc } });
+    void client.connect();
+    await flush();
+    const s = FakeSocket.last();
+    s.accept();
+    doc.dispatch("visibilitychange");
+    expect(s.sent).toEqual([{ type: "ping", id: 1 }]);
+    s.frame({ type: "pong", id: 1 });
+    win.dispatch("offline");
+    expect(s.sent.at(-1)).toEqual({ type: "ping", id: 2 });
+    // Offline: no answer comes, the probe's deadline drops the socket.
+    vi.advanceTimersByTime(10_000);
+    await flush();
+    expect(s.closedByClient).toBeDefined();
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", delayMs: 20_000, code: 4001 });
+    win.dispatch("online");
+    await flush();
+    expect(FakeSocket.all).toHaveLength(2);
+    client.close();
+    expect(win.count() + doc.count()).toBe(0);
+  });
+
+  it("close() in a `connected` listener starts no ping timer", async () => {
+    const { client } = makeClient({ pingIntervalMs: 1_000 });
+    client.on("state", (st) => {
+      if (st.state === "connected") client.close();
+    });
+    void client.connect();
+    await flush();
+    FakeSocket.last().accept();
+    expect(vi.getTimerCount()).toBe(0);
+  });
+});
