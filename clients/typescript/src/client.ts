@@ -237,7 +237,7 @@ export type ConnectionState =
       user: string | null;
       pingIntervalMs?: number;
     }
-  /** A reconnect is scheduled: `attempt` counts attempts since the last `connected`. */
+  /** A reconnect is scheduled: `attempt` counts failed attempts since the last connection that lasted (`minConnectionLifetimeMs`). */
   | { state: "reconnecting"; attempt: number; delayMs: number; code: number }
   /** The connection closed with `code`; `willRetry` tells whether a reconnect follows. */
   | { state: "disconnected"; code: number; reason: string; willRetry: boolean };

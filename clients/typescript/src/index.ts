@@ -25,6 +25,7 @@ export {
   closeAction,
   closeCodeInfo,
   closeNeedsNewToken,
+  closeSpreadsReconnect,
   type CloseAction,
   type CloseCodeInfo,
 } from "./closeCodes.js";
