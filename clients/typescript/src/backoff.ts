@@ -1,8 +1,9 @@
 /**
  * Exponential backoff with FULL jitter (docs/protocol.md, "Close codes"):
  * the n-th consecutive failed attempt waits a uniformly random time in
- * `[0, cap]`, where `cap = min(max, min * 2^(n-1))`; `reset()` after a
- * connection that reached `connected` starts again from `min`.
+ * `[0, cap]`, where `cap = min(max, min * 2^(n-1))`; `reset()` starts again
+ * from `min` (the reconnect policy calls it only after a connection that
+ * lasted, see reconnect.ts).
  */
 export interface BackoffOptions {
   /** The cap of the first attempt, in ms. */

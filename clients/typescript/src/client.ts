@@ -4,8 +4,8 @@
  * disconnects, with every subscription recovered without gaps or duplicates.
  */
 import { Backoff } from "./backoff.js";
-import { closeAction, closeNeedsNewToken, type CloseAction } from "./closeCodes.js";
-import { Emitter, callSafely } from "./emitter.js";
+import { closeAction, closeNeedsNewToken } from "./closeCodes.js";
+import { Emitter, callSafely, logListenerError } from "./emitter.js";
 import {
   encodeClientFrame,
   parseServerFrame,
@@ -23,6 +23,7 @@ import {
   type SubscribeEntry,
 } from "./frames.js";
 import { ChannelPositions } from "./positions.js";
+import { ReconnectPolicy, type ReconnectCause } from "./reconnect.js";
 
 // ---------------------------------------------------------------- WebSocket
 
@@ -76,17 +77,94 @@ export interface HeraldClientOptions {
   /** The largest backoff cap. Default 30 000 ms. */
   maxReconnectDelayMs?: number;
   /**
-   * Send an application `{"type":"ping"}` this often once connected; 0 (the
-   * default) relies on the server's WebSocket pings alone. A connection that
-   * then stays silent for `pongTimeoutMs` after a ping is dropped and
-   * reconnected with backoff — useful in browsers, which cannot see
-   * WebSocket-level pings.
+   * How long a connection must stay `connected` before the backoff starts
+   * again from `minReconnectDelayMs`. Default 5 000 ms. A gateway that
+   * accepts and closes at once therefore sees the client back after growing
+   * random delays, never in a loop.
+   */
+  minConnectionLifetimeMs?: number;
+  /**
+   * After 1001 (the instance is stopping: all its clients hear it at once),
+   * "reconnect now" waits a uniformly random time in `[0, reconnectWindowMs]`
+   * so the instance that takes them over does not get them all in one
+   * instant. Default 5 000 ms.
+   */
+  reconnectWindowMs?: number;
+  /**
+   * How long one attempt may take from creating the socket to the gateway's
+   * `connected` (and, with an in-band token, `authenticated`) frame. An
+   * attempt that takes longer counts as failed (reported as 1006,
+   * `connect timeout (client)`) and is retried with backoff. Default 10 000 ms.
+   */
+  connectTimeoutMs?: number;
+  /**
+   * Liveness: send the protocol's `{"type":"ping"}` this often once
+   * connected, and drop a connection that then stays silent for
+   * `pongTimeoutMs` (reported as 4001, `ping timeout (client)`, and
+   * reconnected with backoff). Browsers cannot see WebSocket-level pings, so
+   * without this a socket killed by sleep or a network change would say
+   * `connected` for ever. Default: the gateway's `ping_interval_ms` from the
+   * `connected` frame (25 000 ms when it gives none); `0` turns it off.
    */
   pingIntervalMs?: number;
-  /** How long to wait for any frame after an application ping. Default: `pingIntervalMs`. */
+  /** How long to wait for any frame after a ping. Default: the ping interval, at most 10 000 ms. */
   pongTimeoutMs?: number;
+  /**
+   * Where the browser's `online`/`offline` and `visibilitychange` events come
+   * from. Default: `globalThis` (a browser's `window`) and
+   * `globalThis.document`, when they have `addEventListener`; `false` turns
+   * the reaction off. The network coming back, or the page becoming visible,
+   * ends a backoff wait at once; a page that comes back with a stale
+   * connection (silent past the liveness deadline, e.g. after a sleep)
+   * reconnects at once; otherwise the connection is probed with a ping.
+   */
+  lifecycleEvents?: LifecycleEvents | false;
   /** Uniform random numbers in [0, 1) for the jitter; `Math.random` unless testing. */
   random?: () => number;
+  /**
+   * Called with every exception thrown by application code the client calls
+   * (a subscription's handler, any event listener, including `error`
+   * listeners). Such an exception never escapes the client and never stops
+   * it: it is also emitted as an `error` event (a `HandlerError`), and logged
+   * with `console.error` when neither this hook nor an `error` listener exists.
+   */
+  onHandlerError?: (error: HandlerError) => void;
+}
+
+/**
+ * An exception thrown by application code the client called: the client
+ * caught it, reported it, and went on. `type` tells it apart from the
+ * server's `error` frames on the client's `error` event.
+ */
+export class HandlerError extends Error {
+  readonly type = "handler_error" as const;
+  readonly code = "handler_error" as const;
+
+  constructor(
+    /** What the handler threw. */
+    readonly error: unknown,
+    /** `"message"` for a subscription's handler, else the event whose listener threw (`"state"`, `"subscribed"`, …). */
+    readonly source: string,
+    /** The channel, when a subscription's handler or listener threw. */
+    readonly channel?: string,
+  ) {
+    super(`a ${source} handler threw: ${error instanceof Error ? error.message : String(error)}`);
+    this.name = "HandlerError";
+  }
+}
+
+/** The part of the DOM's `EventTarget` the client uses for lifecycle events. */
+export interface LifecycleTarget {
+  addEventListener(type: string, listener: () => void): void;
+  removeEventListener(type: string, listener: () => void): void;
+}
+
+/** The sources of the environment's lifecycle events (see `HeraldClientOptions.lifecycleEvents`). */
+export interface LifecycleEvents {
+  /** Fires `online` and `offline` (a browser's `window`). */
+  network?: LifecycleTarget;
+  /** Fires `visibilitychange` and tells `visibilityState` (a browser's `document`). */
+  document?: LifecycleTarget & { readonly visibilityState?: string };
 }
 
 /** A message delivered to a subscription's handler. */
@@ -159,7 +237,7 @@ export type ConnectionState =
       user: string | null;
       pingIntervalMs?: number;
     }
-  /** A reconnect is scheduled: `attempt` counts attempts since the last `connected`. */
+  /** A reconnect is scheduled: `attempt` counts failed attempts since the last connection that lasted (`minConnectionLifetimeMs`). */
   | { state: "reconnecting"; attempt: number; delayMs: number; code: number }
   /** The connection closed with `code`; `willRetry` tells whether a reconnect follows. */
   | { state: "disconnected"; code: number; reason: string; willRetry: boolean };
@@ -178,8 +256,12 @@ export interface HeraldClientEvents {
   recovered: RecoveredEvent;
   /** A `gap` frame on a subscribed channel (also delivered to that channel's subscriptions). */
   gap: GapEvent;
-  /** Every `error` frame of the server (also delivered to the subscriptions it concerns). */
-  error: ErrorFrame;
+  /**
+   * Every `error` frame of the server (also delivered to the subscriptions it
+   * concerns), and every exception thrown by application code the client
+   * called (a `HandlerError`, `type: "handler_error"`).
+   */
+  error: ErrorFrame | HandlerError;
   /** A server frame the client could not parse (it is ignored). */
   invalidFrame: FrameError;
 }
@@ -208,8 +290,14 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents> {
     readonly channel: string,
     /** @internal */ readonly handler: MessageHandler<T>,
     private readonly detach: (sub: Subscription<T>) => void,
+    private readonly report: (error: unknown, source: string, channel: string) => void,
   ) {
     super();
+  }
+
+  /** @internal What this subscription's listeners throw goes to the client. */
+  protected override reportListenerError(error: unknown, source: string): void {
+    this.report(error, source, this.channel);
   }
 
   /** Whether `unsubscribe()` has not been called yet. */
@@ -267,12 +355,24 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   private authPending: { connected: ConnectedFrame | undefined } | undefined;
   private readonly getToken: HeraldClientOptions["getToken"];
   private readonly WS: WebSocketConstructor;
-  private readonly backoff: Backoff;
-  private readonly pingIntervalMs: number;
-  private readonly pongTimeoutMs: number;
+  /** Every "whether and when to reconnect" is decided there. */
+  private readonly policy: ReconnectPolicy;
+  /** The options as given: `undefined` means "derive from the gateway's `ping_interval_ms`". */
+  private readonly pingIntervalOption: number | undefined;
+  private readonly pongTimeoutOption: number | undefined;
+  /** The liveness of the current connection (0: off). */
+  private pingIntervalMs = 0;
+  private pongTimeoutMs = 0;
+  /** `Date.now()` of the last frame received: timers stop while a machine sleeps, the clock does not. */
+  private lastFrameAt = 0;
+  private readonly lifecycle: LifecycleEvents;
+  private lifecycleAttached = false;
   private readonly random: () => number;
   private readonly minDelay: number;
   private readonly maxDelay: number;
+  private readonly onHandlerError: HeraldClientOptions["onHandlerError"];
+  /** Set while a `HandlerError` is being emitted: an `error` listener that throws too must not recurse. */
+  private reportingHandlerError = false;
 
   private readonly channels = new Map<string, Channel>();
   /** Subscribe request id → channels, to route `error` frames that carry no channel. */
@@ -288,8 +388,11 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private pingTimer: ReturnType<typeof setInterval> | undefined;
   private pongTimer: ReturnType<typeof setTimeout> | undefined;
-  private attempt = 0;
-  private tokenRefreshesWithoutConnect = 0;
+  /** Fires once the connection has lasted `minConnectionLifetimeMs`: the backoff starts over. */
+  private lifetimeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Bounds the current attempt: no socket stays `connecting` forever. */
+  private connectTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly connectTimeoutMs: number;
   private current: ConnectionState = { state: "disconnected", code: 1000, reason: "not connected", willRetry: false };
   private connectedInfo: ConnectedFrame | undefined;
   private ready: { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } | undefined;
@@ -315,9 +418,23 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     this.minDelay = options.minReconnectDelayMs ?? 100;
     this.maxDelay = options.maxReconnectDelayMs ?? 30_000;
     this.random = options.random ?? Math.random;
-    this.backoff = new Backoff({ minDelayMs: this.minDelay, maxDelayMs: this.maxDelay, random: this.random });
-    this.pingIntervalMs = Math.max(0, options.pingIntervalMs ?? 0);
-    this.pongTimeoutMs = Math.max(1, options.pongTimeoutMs ?? (this.pingIntervalMs || 1));
+    this.onHandlerError = options.onHandlerError;
+    this.connectTimeoutMs = positive(options.connectTimeoutMs ?? 10_000, "connectTimeoutMs");
+    this.policy = new ReconnectPolicy({
+      minDelayMs: this.minDelay,
+      maxDelayMs: this.maxDelay,
+      minConnectionLifetimeMs: options.minConnectionLifetimeMs ?? 5_000,
+      reconnectWindowMs: options.reconnectWindowMs ?? 5_000,
+      random: this.random,
+    });
+    if (options.pingIntervalMs !== undefined) {
+      if (!Number.isFinite(options.pingIntervalMs) || options.pingIntervalMs < 0) {
+        throw new RangeError("HeraldClient: `pingIntervalMs` must be a finite number ≥ 0");
+      }
+      this.pingIntervalOption = options.pingIntervalMs;
+    }
+    if (options.pongTimeoutMs !== undefined) this.pongTimeoutOption = positive(options.pongTimeoutMs, "pongTimeoutMs");
+    this.lifecycle = options.lifecycleEvents === false ? {} : (options.lifecycleEvents ?? defaultLifecycleEvents());
   }
 
   // ------------------------------------------------------------ public API
@@ -341,9 +458,8 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     if (this.running && this.ready) return this.ready.promise;
     if (this.running) return Promise.resolve();
     this.running = true;
-    this.attempt = 0;
-    this.tokenRefreshesWithoutConnect = 0;
-    this.backoff.reset();
+    this.policy.reset();
+    this.attachLifecycle();
     const ready = deferred();
     this.ready = ready;
     void this.open(this.generation);
@@ -354,6 +470,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   close(): void {
     const wasRunning = this.running;
     this.running = false;
+    this.detachLifecycle();
     this.generation += 1;
     this.clearTimers();
     const socket = this.socket;
@@ -378,7 +495,12 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
    * reconnect, with `since` set to the last position seen.
    */
   subscribe<T = unknown>(channel: string, handler: MessageHandler<T>, opts: SubscribeOptions = {}): Subscription<T> {
-    const sub = new Subscription<T>(channel, handler, (s) => this.detachSubscription(s as AnySubscription));
+    const sub = new Subscription<T>(
+      channel,
+      handler,
+      (s) => this.detachSubscription(s as AnySubscription),
+      (error, source, ch) => this.reportHandlerError(error, source, ch),
+    );
     let ch = this.channels.get(channel);
     if (!ch) {
       ch = new Channel(channel, new ChannelPositions(opts.since));
@@ -412,9 +534,52 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     return this.channels.get(channel)?.duplicatesDropped ?? 0;
   }
 
+  /**
+   * Reconnects at once: ends a backoff wait, or drops the current connection
+   * (reported as 1000, `reconnect requested (client)`) and opens a new one
+   * without delay. For an application that knows better than the client
+   * (the network changed, the user pressed "retry"). Does nothing when the
+   * client is not running.
+   */
+  reconnectNow(): void {
+    if (!this.running) return;
+    if (this.reconnectTimer !== undefined) {
+      // Waiting for the next attempt: the attempt is already decided, only its time changes.
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = undefined;
+      void this.open(this.generation);
+      return;
+    }
+    if (this.socket) this.abandon(1000, "reconnect requested (client)", { kind: "now" });
+    // Otherwise an attempt is on its way (getting a token): nothing to hurry.
+  }
+
   /** Sends an application ping now (when connected). */
   ping(): boolean {
     return this.send({ type: "ping", id: this.nextId++ });
+  }
+
+  // ------------------------------------------------------------ application errors
+
+  protected override reportListenerError(error: unknown, source: string): void {
+    this.reportHandlerError(error, source);
+  }
+
+  /** Reports what application code threw (hook, `error` event, or the console); the client goes on. */
+  private reportHandlerError(error: unknown, source: string, channel?: string): void {
+    const handlerError = new HandlerError(error, source, channel);
+    const hook = this.onHandlerError;
+    if (hook) callSafely(hook, handlerError, logListenerError, "onHandlerError");
+    if (this.reportingHandlerError || this.listenerCount("error") === 0) {
+      if (!hook) logListenerError(error, channel === undefined ? source : `${source} (${channel})`);
+      return;
+    }
+    this.reportingHandlerError = true;
+    try {
+      this.emit("error", handlerError);
+    } finally {
+      this.reportingHandlerError = false;
+    }
   }
 
   // ------------------------------------------------------------ connection
@@ -435,19 +600,26 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     const gen = this.generation;
     this.reachedConnected = false;
     this.socketUrl = url;
-    this.setState({ state: "connecting", url, attempt: this.attempt });
+    this.setState({ state: "connecting", url, attempt: this.policy.attempt });
     let socket: WebSocketLike;
     try {
       socket = new this.WS(this.tokenTransport === "query" ? withToken(url, this.token) : url);
     } catch (err) {
       // A URL the WebSocket constructor refuses will not get better: stop.
       this.running = false;
+      this.detachLifecycle();
       this.settleReady(err instanceof Error ? err : new Error(String(err)));
       this.setState({ state: "disconnected", code: ABNORMAL, reason: String(err), willRetry: false });
       return;
     }
     this.socket = socket;
     this.authPending = undefined;
+    this.connectTimer = setTimeout(() => {
+      this.connectTimer = undefined;
+      if (gen === this.generation && !this.reachedConnected) {
+        this.abandon(ABNORMAL, "connect timeout (client)", { kind: "connect-timeout" });
+      }
+    }, this.connectTimeoutMs);
     const token = this.token;
     socket.onopen = () => {
       if (gen !== this.generation || this.tokenTransport !== "frame" || token === undefined) return;
@@ -474,6 +646,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   }
 
   private onText(text: string): void {
+    this.lastFrameAt = Date.now();
     this.armLiveness();
     let frame: ServerFrame | undefined;
     try {
@@ -511,9 +684,14 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     }
     this.reachedConnected = true;
     this.connectedInfo = frame;
-    this.backoff.reset();
-    this.attempt = 0;
-    this.tokenRefreshesWithoutConnect = 0;
+    if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    // Not a reset yet: only a connection that lasts proves the gateway healthy.
+    const gen = this.generation;
+    this.lifetimeTimer = setTimeout(() => {
+      this.lifetimeTimer = undefined;
+      if (gen === this.generation && this.reachedConnected) this.policy.connectionLasted();
+    }, this.policy.minConnectionLifetimeMs);
     const state: ConnectionState = {
       state: "connected",
       url: this.socketUrl,
@@ -523,9 +701,11 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     };
     if (frame.ping_interval_ms !== undefined) state.pingIntervalMs = frame.ping_interval_ms;
     this.setState(state);
+    // A `state` listener may have called close() or reconnectNow(): start nothing for a gone socket.
+    if (!this.running || gen !== this.generation) return;
     const all = [...this.channels.values()].filter((c) => !c.failed && c.subs.size > 0);
     if (all.length > 0) this.sendSubscribe(all);
-    this.startPinging();
+    this.startPinging(frame.ping_interval_ms);
     this.settleReady();
   }
 
@@ -543,42 +723,45 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     this.emit("authenticated", event);
   }
 
-  private async onClose(code: number, reason: string): Promise<void> {
+  /**
+   * The socket is gone: `cause` says why when the client dropped it itself,
+   * otherwise the close code decides (through the policy, the one place that
+   * does).
+   */
+  private async onClose(code: number, reason: string, cause?: ReconnectCause): Promise<void> {
     const gen = this.generation;
-    const hadConnected = this.reachedConnected;
     const usedToken = this.token;
     this.detachSocket();
     this.clearTimers();
     this.forgetServerSide();
     if (!this.running) return;
 
-    let action: CloseAction = closeAction(code);
-    if (closeNeedsNewToken(code)) {
+    let why: ReconnectCause = cause ?? { kind: "close", code, action: closeAction(code) };
+    if (why.kind === "close" && closeNeedsNewToken(code)) {
       const fresh = this.getToken ? await this.fetchToken() : undefined;
       if (!this.running || gen !== this.generation) return;
       if (fresh === undefined || fresh === usedToken) {
-        action = "stop";
+        why = { kind: "close", code, action: "stop" };
       } else {
         this.setToken(fresh);
         // 4005 says "reconnect now"; 4004 says "stop (get a new token first)": we have one now.
-        action = "reconnect-now";
-        this.tokenRefreshesWithoutConnect += 1;
-        // Fresh tokens that keep failing at the upgrade must not spin: back off from the second.
-        if (!hadConnected && this.tokenRefreshesWithoutConnect > 1) action = "reconnect-backoff";
+        // A fresh token that fails again before lasting is a failure: the policy backs off.
+        why = { kind: "close", code, action: "reconnect-now" };
       }
     }
 
-    if (action === "stop") {
+    const decision = this.policy.decide(why);
+    if (decision.action === "stop") {
       this.running = false;
+      this.detachLifecycle();
       this.setState({ state: "disconnected", code, reason, willRetry: false });
       this.settleReady(new Error(`Herald connection closed with ${code}${reason ? ` (${reason})` : ""}`));
       return;
     }
     this.setState({ state: "disconnected", code, reason, willRetry: true });
     if (!this.running || gen !== this.generation) return; // a listener called close()
-    const delayMs = action === "reconnect-now" ? 0 : this.backoff.next().delayMs;
-    this.attempt += 1;
-    this.setState({ state: "reconnecting", attempt: this.attempt, delayMs, code });
+    const { delayMs, attempt } = decision;
+    this.setState({ state: "reconnecting", attempt, delayMs, code });
     if (!this.running || gen !== this.generation) return;
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
@@ -586,8 +769,8 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     }, delayMs);
   }
 
-  /** Drops a silent connection from the client side (application pings only). */
-  private abandon(code: number, reason: string): void {
+  /** Drops a connection from the client side (connect timeout, liveness, `reconnectNow()`). */
+  private abandon(code: number, reason: string, cause: ReconnectCause): void {
     const socket = this.socket;
     this.generation += 1; // its close event, whenever it comes, is stale
     this.detachSocket();
@@ -598,7 +781,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
         // ignore
       }
     }
-    void this.onClose(code, reason);
+    void this.onClose(code, reason, cause);
   }
 
   private detachSocket(): void {
@@ -619,6 +802,10 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
     if (this.pingTimer !== undefined) clearInterval(this.pingTimer);
     if (this.pongTimer !== undefined) clearTimeout(this.pongTimer);
+    if (this.lifetimeTimer !== undefined) clearTimeout(this.lifetimeTimer);
+    if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
+    this.lifetimeTimer = undefined;
+    this.connectTimer = undefined;
     this.reconnectTimer = undefined;
     this.pingTimer = undefined;
     this.pongTimer = undefined;
@@ -678,18 +865,70 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
 
   // ------------------------------------------------------------ pings
 
-  private startPinging(): void {
-    if (this.pingIntervalMs <= 0) return;
+  /** Liveness for the connection just `connected`, derived from the gateway's ping interval unless configured. */
+  private startPinging(serverIntervalMs: number | undefined): void {
+    const interval = this.pingIntervalOption ?? (serverIntervalMs !== undefined && serverIntervalMs > 0 ? serverIntervalMs : 25_000);
+    this.pingIntervalMs = interval;
+    this.pongTimeoutMs = this.pongTimeoutOption ?? Math.min(10_000, interval);
+    if (interval <= 0) return;
     const gen = this.generation;
     this.pingTimer = setInterval(() => {
-      if (gen !== this.generation) return;
-      if (this.ping() && this.pongTimer === undefined) {
-        this.pongTimer = setTimeout(() => {
-          this.pongTimer = undefined;
-          if (gen === this.generation) this.abandon(LOCAL_PING_TIMEOUT, "ping timeout (client)");
-        }, this.pongTimeoutMs);
-      }
-    }, this.pingIntervalMs);
+      if (gen === this.generation) this.probe();
+    }, interval);
+  }
+
+  /** Sends a ping and drops the connection if nothing at all comes back within the deadline. */
+  private probe(): void {
+    if (this.pongTimer !== undefined || !this.isOpen()) return;
+    if (!this.ping()) return;
+    const gen = this.generation;
+    this.pongTimer = setTimeout(() => {
+      this.pongTimer = undefined;
+      if (gen === this.generation) this.abandon(LOCAL_PING_TIMEOUT, "ping timeout (client)", { kind: "liveness" });
+    }, this.pongTimeoutMs || 10_000);
+  }
+
+  /** Silent for longer than a live connection could be: a ping was due and its answer too (a sleep, a lost network). */
+  private isStale(): boolean {
+    if (this.pingIntervalMs <= 0) return false;
+    return Date.now() - this.lastFrameAt > this.pingIntervalMs + this.pongTimeoutMs;
+  }
+
+  // ------------------------------------------------------------ lifecycle events
+
+  private readonly onOnline = (): void => {
+    if (!this.running) return;
+    if (this.reconnectTimer !== undefined) this.reconnectNow(); // the network is back: no reason to wait
+    else this.probe(); // the old socket may belong to the old network
+  };
+
+  private readonly onOffline = (): void => {
+    // Nothing can be reached; a connection that is really gone fails its ping deadline.
+    if (this.running) this.probe();
+  };
+
+  private readonly onVisibilityChange = (): void => {
+    if (!this.running || this.lifecycle.document?.visibilityState === "hidden") return;
+    if (this.reconnectTimer !== undefined) this.reconnectNow();
+    else if (this.isOpen() && this.isStale()) this.reconnectNow();
+    else this.probe();
+  };
+
+  private attachLifecycle(): void {
+    if (this.lifecycleAttached) return;
+    this.lifecycleAttached = true;
+    this.lifecycle.network?.addEventListener("online", this.onOnline);
+    this.lifecycle.network?.addEventListener("offline", this.onOffline);
+    this.lifecycle.document?.addEventListener("visibilitychange", this.onVisibilityChange);
+  }
+
+  /** A stopped client holds no listener: it keeps nothing alive and reacts to nothing. */
+  private detachLifecycle(): void {
+    if (!this.lifecycleAttached) return;
+    this.lifecycleAttached = false;
+    this.lifecycle.network?.removeEventListener("online", this.onOnline);
+    this.lifecycle.network?.removeEventListener("offline", this.onOffline);
+    this.lifecycle.document?.removeEventListener("visibilitychange", this.onVisibilityChange);
   }
 
   /** Any frame proves the connection alive. */
@@ -770,7 +1009,9 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
       message.epoch = frame.epoch;
     }
     for (const sub of [...ch.subs]) {
-      if (sub.isActive) callSafely(sub.handler as MessageHandler, message);
+      if (sub.isActive) {
+        callSafely(sub.handler as MessageHandler, message, (e) => this.reportHandlerError(e, "message", frame.channel));
+      }
     }
   }
 
@@ -816,6 +1057,22 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
 }
 
 // ---------------------------------------------------------------- helpers
+
+/** A browser's `window` and `document`; nothing where `globalThis` has no events (Node). */
+function defaultLifecycleEvents(): LifecycleEvents {
+  const g = globalThis as unknown as { addEventListener?: unknown; document?: { addEventListener?: unknown } };
+  const events: LifecycleEvents = {};
+  if (typeof g.addEventListener === "function") events.network = g as unknown as LifecycleTarget;
+  if (g.document && typeof g.document.addEventListener === "function") {
+    events.document = g.document as unknown as LifecycleEvents["document"] & object;
+  }
+  return events;
+}
+
+function positive(v: number, name: string): number {
+  if (!Number.isFinite(v) || v <= 0) throw new RangeError(`HeraldClient: \`${name}\` must be a finite number > 0`);
+  return v;
+}
 
 function withToken(url: string, token: string | undefined): string {
   if (token === undefined) return url;

@@ -30,6 +30,13 @@ export interface CloseCodeInfo {
    * one and reconnect at once).
    */
   readonly needsNewToken: boolean;
+  /**
+   * The gateway sends the code to all its clients at once (1001: the
+   * instance is stopping), so "reconnect now" must be spread over a random
+   * delay (the client's `reconnectWindowMs`) or they would all arrive at the
+   * next instance in the same instant.
+   */
+  readonly spread: boolean;
 }
 
 function row(
@@ -38,13 +45,14 @@ function row(
   when: string,
   action: CloseAction,
   needsNewToken = false,
+  spread = false,
 ): CloseCodeInfo {
-  return Object.freeze({ code, reason, when, action, needsNewToken });
+  return Object.freeze({ code, reason, when, action, needsNewToken, spread });
 }
 
 /** The table of `docs/protocol.md`, in its order. */
 export const CLOSE_CODES: readonly CloseCodeInfo[] = Object.freeze([
-  row(1001, "server shutting down", "the instance is stopping or restarting", "reconnect-now"),
+  row(1001, "server shutting down", "the instance is stopping or restarting", "reconnect-now", false, true),
   row(1002, "websocket protocol error", "the client broke WebSocket framing", "stop"),
   row(1003, "unsupported frame type", "a binary frame on a text-only endpoint", "stop"),
   row(1007, "text frame is not valid utf-8", "a text frame with invalid UTF-8", "stop"),
@@ -95,6 +103,11 @@ export function closeCodeInfo(code: number): CloseCodeInfo | undefined {
  */
 export function closeAction(code: number): CloseAction {
   return BY_CODE.get(code)?.action ?? "reconnect-backoff";
+}
+
+/** Whether "reconnect now" after `code` must wait a random time within the reconnect window (1001). */
+export function closeSpreadsReconnect(code: number): boolean {
+  return BY_CODE.get(code)?.spread ?? false;
 }
 
 /** Whether going on after `code` needs a token the client did not have (4004, 4005). */

@@ -1,5 +1,15 @@
-/** A minimal typed event emitter (no dependency on Node's `events` or the DOM's `EventTarget`). */
+/**
+ * A minimal typed event emitter (no dependency on Node's `events` or the
+ * DOM's `EventTarget`) that never lets application code unwind through the
+ * client: what a listener throws goes to the emitter's error reporter.
+ */
 export type Listener<T> = (value: T) => void;
+
+/**
+ * Where an exception thrown by application code goes: `source` names the
+ * event (or `"message"` for a subscription's handler) whose listener threw.
+ */
+export type ListenerErrorReporter = (error: unknown, source: string) => void;
 
 export class Emitter<Events extends object> {
   private readonly listeners = new Map<keyof Events, Set<Listener<never>>>();
@@ -28,12 +38,26 @@ export class Emitter<Events extends object> {
     this.listeners.get(event)?.delete(listener as Listener<never>);
   }
 
+  /** How many listeners `event` has (the client logs an unhandled handler error when `error` has none). */
+  protected listenerCount<K extends keyof Events>(event: K): number {
+    return this.listeners.get(event)?.size ?? 0;
+  }
+
   protected emit<K extends keyof Events>(event: K, value: Events[K]): void {
     const set = this.listeners.get(event);
     if (!set) return;
     for (const listener of [...set]) {
-      callSafely(listener as Listener<Events[K]>, value);
+      callSafely(listener as Listener<Events[K]>, value, (e, source) => this.reportListenerError(e, source), String(event));
     }
+  }
+
+  /**
+   * Receives what a listener throws. The default logs it with
+   * `console.error`: never rethrown, because a rethrow from a timer crashes a
+   * Node process over one faulty listener.
+   */
+  protected reportListenerError(error: unknown, source: string): void {
+    logListenerError(error, source);
   }
 
   protected removeAllListeners(): void {
@@ -43,15 +67,29 @@ export class Emitter<Events extends object> {
 
 /**
  * Calls application code. An exception it throws must not break the client's
- * bookkeeping, so it is rethrown on its own task (where the runtime reports it
- * as any uncaught error) instead of unwinding through the client.
+ * bookkeeping, nor escape to the runtime (an uncaught exception ends a Node
+ * process), so it goes to `report`; a reporter that throws itself is logged.
  */
-export function callSafely<T>(fn: (value: T) => void, value: T): void {
+export function callSafely<T>(
+  fn: (value: T) => void,
+  value: T,
+  report: ListenerErrorReporter = logListenerError,
+  source = "listener",
+): void {
   try {
     fn(value);
   } catch (err) {
-    setTimeout(() => {
-      throw err;
-    }, 0);
+    try {
+      report(err, source);
+    } catch (again) {
+      logListenerError(again, `${source} (error reporter)`);
+    }
+  }
+}
+
+/** The last resort: nobody asked to hear about it, so say it where a developer looks. */
+export function logListenerError(error: unknown, source: string): void {
+  if (typeof console !== "undefined" && typeof console.error === "function") {
+    console.error(`@herald/client: a ${source} listener threw:`, error);
   }
 }

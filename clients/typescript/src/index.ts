@@ -1,7 +1,10 @@
 export {
   HeraldClient,
+  HandlerError,
   Subscription,
   type HeraldClientOptions,
+  type LifecycleEvents,
+  type LifecycleTarget,
   type HeraldClientEvents,
   type HeraldMessage,
   type MessageHandler,
@@ -22,6 +25,7 @@ export {
   closeAction,
   closeCodeInfo,
   closeNeedsNewToken,
+  closeSpreadsReconnect,
   type CloseAction,
   type CloseCodeInfo,
 } from "./closeCodes.js";

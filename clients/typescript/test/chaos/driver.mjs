@@ -37,6 +37,8 @@ const clients = plan.clients.map(({ id, urls, channels }) => {
     WebSocket,
     minReconnectDelayMs: 50,
     maxReconnectDelayMs: 1000,
+    // 1001 spreads reconnects over this window; kept short like the backoff, for a 40 s run.
+    reconnectWindowMs: 1000,
   });
   client.on("state", (s) => {
     const line = { c: id, t: "state", state: s.state };

@@ -30,14 +30,22 @@ let publisher: Gateway; // a gateway the clients never connect to, used to publi
 const clients: HeraldClient[] = [];
 
 function newClient(opts: Omit<HeraldClientOptions, "WebSocket">) {
-  const client = new HeraldClient({ WebSocket, minReconnectDelayMs: 50, maxReconnectDelayMs: 500, ...opts });
+  const client = new HeraldClient({
+    WebSocket,
+    minReconnectDelayMs: 50,
+    maxReconnectDelayMs: 500,
+    reconnectWindowMs: 500,
+    ...opts,
+  });
   clients.push(client);
   const states: ConnectionState[] = [];
   const recovered: RecoveredEvent[] = [];
   const errors: ErrorFrame[] = [];
   client.on("state", (s) => states.push(s));
   client.on("recovered", (r) => recovered.push(r));
-  client.on("error", (e) => errors.push(e));
+  client.on("error", (e) => {
+    if (e.type === "error") errors.push(e);
+  });
   return { client, states, recovered, errors };
 }
 
@@ -368,6 +376,66 @@ describe("HeraldClient against a real gateway", () => {
         await again.stop();
       }
     } finally {
+      await gw.stop("SIGKILL");
+    }
+  });
+});
+
+describe("HeraldClient liveness against a real gateway", () => {
+  it("pings with the protocol's ping frame at the gateway's interval, and replaces the socket of a frozen gateway", async () => {
+    const gw = await startGateway({ instanceId: "live", redis, extraArgs: ["--ping-interval", "500ms"] });
+    const sent: Array<{ type: string; id?: number }> = [];
+    const received: Array<{ type: string; id?: number }> = [];
+    // The `ws` socket, spied on: what the client sends and what the gateway answers.
+    class SpyWebSocket extends WebSocket {
+      constructor(url: string) {
+        super(url);
+        this.addEventListener("message", (e) => received.push(JSON.parse(String(e.data))));
+      }
+      override send(data: string): void {
+        sent.push(JSON.parse(data));
+        super.send(data);
+      }
+    }
+    try {
+      // No pingIntervalMs: liveness is on by default and follows the gateway's ping_interval_ms.
+      const client = new HeraldClient({
+        url: gw.ws,
+        WebSocket: SpyWebSocket,
+        minReconnectDelayMs: 50,
+        maxReconnectDelayMs: 500,
+        connectTimeoutMs: 1_000,
+      });
+      clients.push(client);
+      const states: ConnectionState[] = [];
+      client.on("state", (s) => states.push(s));
+      await client.connect();
+      expect(client.connection?.ping_interval_ms).toBe(500);
+      await waitFor(() => received.filter((f) => f.type === "pong").length >= 3, 10_000, "three pongs");
+      const pings = sent.filter((f) => f.type === "ping").map((f) => f.id);
+      const pongs = received.filter((f) => f.type === "pong").map((f) => f.id);
+      expect(pings.length).toBeGreaterThanOrEqual(3);
+      for (const id of pongs) expect(pings).toContain(id);
+      expect(states.filter((s) => s.state === "disconnected")).toEqual([]);
+
+      // Frozen: the TCP connection stays open but nothing answers, as after a sleep or a network change.
+      gw.signal("SIGSTOP");
+      await waitFor(() => states.some((s) => s.state === "disconnected"), 10_000, "the ping deadline to pass");
+      expect(states.find((s) => s.state === "disconnected")).toMatchObject({
+        code: 4001,
+        reason: "ping timeout (client)",
+        willRetry: true,
+      });
+      // The next attempt's upgrade is never answered either: the connect timeout fails it.
+      await waitFor(
+        () => states.some((s) => s.state === "disconnected" && s.reason === "connect timeout (client)"),
+        10_000,
+        "the connect timeout",
+      );
+      gw.signal("SIGCONT");
+      await waitFor(() => states.filter((s) => s.state === "connected").length === 2, 20_000, "the reconnect");
+    } finally {
+      gw.signal("SIGCONT");
       await gw.stop("SIGKILL");
     }
   });

@@ -160,6 +160,8 @@ export interface Gateway {
   output(): string;
   /** SIGTERM (graceful: clients get 1001) or SIGKILL (connections just drop). */
   stop(signal?: NodeJS.Signals): Promise<void>;
+  /** Sends a signal and returns at once: SIGSTOP freezes the gateway (its sockets stay open, nothing answers), SIGCONT thaws it. */
+  signal(signal: NodeJS.Signals): void;
 }
 
 export async function startGateway(opts: { instanceId: string; redis: Redis; port?: number; extraArgs?: string[] }): Promise<Gateway> {
@@ -208,6 +210,9 @@ export async function startGateway(opts: { instanceId: string; redis: Redis; por
     ws: `ws://127.0.0.1:${port}/ws`,
     output,
     stop: (signal: NodeJS.Signals = "SIGTERM") => stopProcess(child, signal),
+    signal: (signal: NodeJS.Signals) => {
+      child.kill(signal);
+    },
   };
 }
 

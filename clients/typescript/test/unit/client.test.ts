@@ -1,7 +1,7 @@
 // The client's decisions, driven through a scripted in-memory WebSocket (the
 // real gateway is exercised by test/integration).
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { HeraldClient, type ConnectionState, type HeraldMessage, type WebSocketLike } from "../../src/index.js";
+import { HandlerError, HeraldClient, type ConnectionState, type HeraldMessage, type WebSocketLike } from "../../src/index.js";
 
 class FakeSocket implements WebSocketLike {
   static all: FakeSocket[] = [];
@@ -74,28 +74,34 @@ afterEach(() => {
 });
 
 describe("HeraldClient close-code decisions", () => {
-  it("reconnects at once after 1001 and 4000, to the next url", async () => {
+  it("reconnects after 1001 within the reconnect window and at once after 4000, to the next url", async () => {
     const { client, states } = makeClient({ url: ["ws://a/ws", "ws://b/ws"] });
     void client.connect();
     await flush();
     FakeSocket.last().accept();
+    vi.advanceTimersByTime(5_000); // the connection lasted
     FakeSocket.last().serverClose(1001, "server shutting down");
     await flush();
+    // random() = 0.5 in a window of 5 000 ms
     expect(states.slice(-2)).toEqual([
       { state: "disconnected", code: 1001, reason: "server shutting down", willRetry: true },
-      { state: "reconnecting", attempt: 1, delayMs: 0, code: 1001 },
+      { state: "reconnecting", attempt: 1, delayMs: 2500, code: 1001 },
     ]);
-    vi.advanceTimersByTime(0);
+    vi.advanceTimersByTime(2499);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(1);
+    vi.advanceTimersByTime(1);
     await flush();
     expect(FakeSocket.all.map((s) => s.url)).toEqual(["ws://a/ws", "ws://b/ws"]);
     FakeSocket.last().accept();
+    vi.advanceTimersByTime(5_000);
     FakeSocket.last().serverClose(4000);
     await flush();
     expect(states.at(-1)).toMatchObject({ state: "reconnecting", delayMs: 0 });
     client.close();
   });
 
-  it("backs off with growing caps on 1011/4001/4003/4006/1006 and resets after connected", async () => {
+  it("backs off with growing caps on 1011/4001/4003/4006/1006 and resets after a connection that lasted", async () => {
     const { client, states } = makeClient({ random: () => 0.999999, minReconnectDelayMs: 100, maxReconnectDelayMs: 1000 });
     void client.connect();
     await flush();
@@ -111,10 +117,64 @@ describe("HeraldClient close-code decisions", () => {
     }
     expect(delays).toEqual([100, 200, 400, 800, 1000, 1000]);
     FakeSocket.last().accept();
+    vi.advanceTimersByTime(5_000); // only a connection that lasted resets the backoff
     FakeSocket.last().serverClose(1011);
     await flush();
     expect(states.at(-1)).toMatchObject({ state: "reconnecting", attempt: 1, delayMs: 100 });
     client.close();
+  });
+
+  it.each([1011, 1006, 4000, 1001])(
+    "never loops on a gateway that accepts and closes at once with %i: the delays grow",
+    async (code) => {
+      const { client, states } = makeClient({ random: () => 0.5 });
+      void client.connect();
+      await flush();
+      const delays: number[] = [];
+      for (let i = 0; i < 10; i++) {
+        FakeSocket.last().accept();
+        FakeSocket.last().serverClose(code);
+        await flush();
+        const s = states.at(-1)!;
+        expect(s.state).toBe("reconnecting");
+        if (s.state === "reconnecting") {
+          delays.push(s.delayMs);
+          expect(s.attempt).toBe(i + 1);
+          vi.advanceTimersByTime(s.delayMs);
+        }
+        await flush();
+      }
+      expect(FakeSocket.all).toHaveLength(11);
+      // "Reconnect now" codes may take their one immediate (or spread) reconnect; every later one backs off.
+      const rest = code === 4000 || code === 1001 ? delays.slice(1) : delays;
+      for (let i = 1; i < rest.length; i++) expect(rest[i]).toBeGreaterThan(rest[i - 1]!);
+      expect(delays.filter((d) => d === 0).length).toBeLessThanOrEqual(1);
+      expect(rest.at(-1)).toBeGreaterThanOrEqual(12_800);
+      client.close();
+    },
+  );
+
+  it("spreads 1001 reconnects of many clients over the reconnect window", async () => {
+    const delays: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      const { client, states } = makeClient({ random: Math.random });
+      void client.connect();
+      await flush();
+      FakeSocket.last().accept();
+      vi.advanceTimersByTime(5_000);
+      FakeSocket.last().serverClose(1001, "server shutting down");
+      await flush();
+      const s = states.at(-1)!;
+      if (s.state === "reconnecting") delays.push(s.delayMs);
+      client.close();
+    }
+    expect(delays).toHaveLength(50);
+    for (const d of delays) {
+      expect(d).toBeGreaterThanOrEqual(0);
+      expect(d).toBeLessThanOrEqual(5_000);
+    }
+    expect(new Set(delays).size).toBeGreaterThan(10);
+    expect(delays.filter((d) => d === 0).length).toBeLessThan(50);
   });
 
   it.each([1002, 1003, 1007, 1009, 4002])("stops on %i", async (code) => {
@@ -273,7 +333,7 @@ describe("HeraldClient subscriptions", () => {
     // after a reconnect the forbidden channel is not asked again with the same token
     s.serverClose(1001);
     await flush();
-    vi.advanceTimersByTime(0);
+    vi.advanceTimersByTime(5_000);
     await flush();
     FakeSocket.last().accept();
     expect(FakeSocket.last().sent).toEqual([]);
@@ -326,7 +386,7 @@ describe("HeraldClient subscriptions", () => {
     // A reconnect resumes from the new epoch, not the void one.
     s.serverClose(1001);
     await flush();
-    vi.advanceTimersByTime(0);
+    vi.advanceTimersByTime(5_000);
     await flush();
     s = FakeSocket.last();
     s.accept();
@@ -406,5 +466,312 @@ describe("HeraldClient token transport", () => {
     expect(states.at(-1)).toMatchObject({ state: "reconnecting", code: 4007 });
     expect((states.at(-1) as { delayMs: number }).delayMs).toBeGreaterThan(0);
     client.close();
+  });
+});
+
+describe("HeraldClient and exceptions thrown by application code", () => {
+  it("catches a throwing handler and listener, reports them as `error` events and the hook, and keeps delivering", async () => {
+    const hooked: HandlerError[] = [];
+    const { client, states } = makeClient({ onHandlerError: (e) => hooked.push(e) });
+    const errors: unknown[] = [];
+    client.on("error", (e) => errors.push(e));
+    client.on("state", (s) => {
+      if (s.state === "connected") throw new Error("state listener bug");
+    });
+    const got: number[] = [];
+    const sub = client.subscribe<number>("news:a", (m) => {
+      if (m.data === 2) throw new TypeError("handler bug");
+      got.push(m.data);
+    });
+    sub.on("subscribed", () => {
+      throw "not even an Error";
+    });
+    const uncaught: unknown[] = [];
+    const onUncaught = (e: unknown) => uncaught.push(e);
+    process.on("uncaughtException", onUncaught);
+    try {
+      void client.connect();
+      await flush();
+      const s = FakeSocket.last();
+      s.accept();
+      s.frame({ type: "subscribed", id: 1, channel: "news:a", position: { offset: 0, epoch: "E" } });
+      for (const o of [1, 2, 3]) s.frame({ type: "message", channel: "news:a", offset: o, epoch: "E", data: o, time: 1 });
+      // Whatever was scheduled (the old code rethrew from a timer) runs now.
+      vi.runOnlyPendingTimers();
+      await flush();
+      expect(got).toEqual([1, 3]);
+      expect(states.at(-1)).toMatchObject({ state: "connected" });
+      expect(uncaught).toEqual([]);
+      const reported = errors.filter((e): e is HandlerError => e instanceof HandlerError);
+      expect(reported.map((e) => [e.type, e.source, e.channel])).toEqual([
+        ["handler_error", "state", undefined],
+        ["handler_error", "subscribed", "news:a"],
+        ["handler_error", "message", "news:a"],
+      ]);
+      expect(reported[2]!.error).toBeInstanceOf(TypeError);
+      expect(reported[1]!.error).toBe("not even an Error");
+      expect(hooked).toEqual(reported);
+    } finally {
+      process.off("uncaughtException", onUncaught);
+      client.close();
+    }
+  });
+
+  it("an `error` listener that throws does not recurse; without any listener or hook the error is logged", async () => {
+    const logged = vi.spyOn(console, "error").mockImplementation(() => {});
+    try {
+      const bare = makeClient();
+      bare.client.subscribe("news:a", () => {
+        throw new Error("boom");
+      });
+      void bare.client.connect();
+      await flush();
+      FakeSocket.last().accept();
+      FakeSocket.last().frame({ type: "message", channel: "news:a", data: 1, time: 1 });
+      expect(logged).toHaveBeenCalledTimes(1);
+      expect(bare.client.state.state).toBe("connected");
+      bare.client.close();
+
+      const { client } = makeClient();
+      let calls = 0;
+      client.on("error", () => {
+        calls += 1;
+        throw new Error("error listener bug");
+      });
+      client.subscribe("news:a", () => {
+        throw new Error("boom");
+      });
+      void client.connect();
+      await flush();
+      FakeSocket.last().accept();
+      FakeSocket.last().frame({ type: "message", channel: "news:a", data: 1, time: 1 });
+      expect(calls).toBe(1);
+      expect(logged).toHaveBeenCalledTimes(2);
+      expect(client.state.state).toBe("connected");
+      client.close();
+    } finally {
+      logged.mockRestore();
+    }
+  });
+});
+
+describe("HeraldClient connect timeout", () => {
+  it("counts a socket that never opens as a failed attempt and backs off", async () => {
+    const { client, states } = makeClient({ connectTimeoutMs: 10_000, random: () => 0.999999 });
+    void client.connect();
+    await flush();
+    const first = FakeSocket.last();
+    vi.advanceTimersByTime(9_999);
+    expect(states.at(-1)).toMatchObject({ state: "connecting" });
+    vi.advanceTimersByTime(1);
+    await flush();
+    expect(first.closedByClient).toBeDefined();
+    expect(states.slice(-2)).toEqual([
+      { state: "disconnected", code: 1006, reason: "connect timeout (client)", willRetry: true },
+      { state: "reconnecting", attempt: 1, delayMs: 100, code: 1006 },
+    ]);
+    vi.advanceTimersByTime(100);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(2);
+    // The second silent attempt backs off further; a late event of the first changes nothing.
+    first.serverClose(1006);
+    vi.advanceTimersByTime(10_000);
+    await flush();
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", attempt: 2, delayMs: 200 });
+    client.close();
+  });
+
+  it("counts a socket that opens but never gets `connected` (or `authenticated`) as failed", async () => {
+    const { client, states } = makeClient({ token: "t", connectTimeoutMs: 3_000 });
+    void client.connect();
+    await flush();
+    const s = FakeSocket.last();
+    s.open();
+    s.frame({ type: "connected", protocol: 1, client_id: "c1", instance_id: "a", user: null });
+    vi.advanceTimersByTime(3_000);
+    await flush();
+    expect(s.closedByClient).toBeDefined();
+    expect(states.find((x) => x.state === "disconnected")).toMatchObject({ code: 1006, reason: "connect timeout (client)" });
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", attempt: 1 });
+    client.close();
+  });
+
+  it("does not fire once connected", async () => {
+    const { client, states } = makeClient({ connectTimeoutMs: 1_000, pingIntervalMs: 0 });
+    void client.connect();
+    await flush();
+    FakeSocket.last().accept();
+    vi.advanceTimersByTime(60_000);
+    await flush();
+    expect(states.at(-1)).toMatchObject({ state: "connected" });
+    expect(FakeSocket.all).toHaveLength(1);
+    client.close();
+  });
+});
+
+class FakeTarget {
+  listeners = new Map<string, Set<() => void>>();
+  visibilityState = "visible";
+  addEventListener(type: string, f: () => void): void {
+    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
+    this.listeners.get(type)!.add(f);
+  }
+  removeEventListener(type: string, f: () => void): void {
+    this.listeners.get(type)?.delete(f);
+  }
+  dispatch(type: string): void {
+    for (const f of [...(this.listeners.get(type) ?? [])]) f();
+  }
+  count(): number {
+    return [...this.listeners.values()].reduce((n, s) => n + s.size, 0);
+  }
+}
+
+describe("HeraldClient liveness", () => {
+  it("is on by default: pings at the gateway's ping_interval_ms and drops a socket that does not answer", async () => {
+    const { client, states } = makeClient({ random: () => 0.999999 });
+    void client.connect();
+    await flush();
+    const s = FakeSocket.last();
+    s.accept(); // ping_interval_ms: 25000
+    vi.advanceTimersByTime(24_999);
+    expect(s.sent).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(s.sent).toEqual([{ type: "ping", id: 1 }]);
+    s.frame({ type: "pong", id: 1 });
+    vi.advanceTimersByTime(25_000);
+    expect(s.sent.at(-1)).toEqual({ type: "ping", id: 2 });
+    // No answer within min(10 s, interval): the socket is dropped and replaced.
+    vi.advanceTimersByTime(9_999);
+    expect(s.closedByClient).toBeUndefined();
+    vi.advanceTimersByTime(1);
+    await flush();
+    expect(s.closedByClient).toBeDefined();
+    expect(states.slice(-2)).toEqual([
+      { state: "disconnected", code: 4001, reason: "ping timeout (client)", willRetry: true },
+      { state: "reconnecting", attempt: 1, delayMs: 100, code: 4001 },
+    ]);
+    vi.advanceTimersByTime(100);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(2);
+    client.close();
+  });
+
+  it("follows a shorter server interval, and can be turned off", async () => {
+    const a = makeClient();
+    void a.client.connect();
+    await flush();
+    let s = FakeSocket.last();
+    s.open();
+    s.frame({ type: "connected", protocol: 1, client_id: "c1", instance_id: "a", user: null, ping_interval_ms: 2_000 });
+    vi.advanceTimersByTime(2_000);
+    expect(s.sent).toEqual([{ type: "ping", id: 1 }]);
+    vi.advanceTimersByTime(2_000);
+    await flush();
+    expect(s.closedByClient).toBeDefined();
+    a.client.close();
+
+    const b = makeClient({ pingIntervalMs: 0 });
+    void b.client.connect();
+    await flush();
+    s = FakeSocket.last();
+    s.accept();
+    vi.advanceTimersByTime(600_000);
+    expect(s.sent).toEqual([]);
+    expect(b.client.state.state).toBe("connected");
+    b.client.close();
+  });
+
+  it("reconnectNow() replaces a live connection at once, and ends a backoff wait at once", async () => {
+    const { client, states } = makeClient({ random: () => 0.999999, minReconnectDelayMs: 10_000 });
+    void client.connect();
+    await flush();
+    const first = FakeSocket.last();
+    first.accept();
+    client.reconnectNow();
+    await flush();
+    expect(first.closedByClient).toEqual({ code: 1000, reason: "reconnect requested (client)" });
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", delayMs: 0, code: 1000 });
+    vi.advanceTimersByTime(0);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(2);
+    FakeSocket.last().serverClose(1006);
+    await flush();
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", delayMs: 10_000 });
+    client.reconnectNow();
+    await flush();
+    expect(FakeSocket.all).toHaveLength(3);
+    expect(states.at(-1)).toMatchObject({ state: "connecting" });
+    // The abandoned wait does not fire later.
+    vi.advanceTimersByTime(10_000);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(3);
+    client.close();
+    client.reconnectNow(); // not running: nothing
+    expect(FakeSocket.all).toHaveLength(3);
+  });
+
+  it("reconnects at once when the page comes back with a stale connection (the machine slept)", async () => {
+    vi.useRealTimers();
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
+    const win = new FakeTarget();
+    const doc = new FakeTarget();
+    const { client, states } = makeClient({ lifecycleEvents: { network: win, document: doc } });
+    void client.connect();
+    await flush();
+    const s = FakeSocket.last();
+    s.accept();
+    doc.visibilityState = "hidden";
+    doc.dispatch("visibilitychange");
+    // Asleep: the clock moves on, the timers do not run.
+    vi.setSystemTime(Date.now() + 10 * 60_000);
+    doc.visibilityState = "visible";
+    doc.dispatch("visibilitychange");
+    await flush();
+    expect(s.closedByClient).toEqual({ code: 1000, reason: "reconnect requested (client)" });
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", delayMs: 0 });
+    vi.advanceTimersByTime(0);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(2);
+    client.close();
+    expect(win.count() + doc.count()).toBe(0);
+  });
+
+  it("probes a fresh connection when the page comes back or the network changes, and ends a backoff wait when it is back", async () => {
+    vi.useRealTimers();
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
+    const win = new FakeTarget();
+    const doc = new FakeTarget();
+    const { client, states } = makeClient({ random: () => 0.999999, minReconnectDelayMs: 20_000, lifecycleEvents: { network: win, document: doc } });
+    void client.connect();
+    await flush();
+    const s = FakeSocket.last();
+    s.accept();
+    doc.dispatch("visibilitychange");
+    expect(s.sent).toEqual([{ type: "ping", id: 1 }]);
+    s.frame({ type: "pong", id: 1 });
+    win.dispatch("offline");
+    expect(s.sent.at(-1)).toEqual({ type: "ping", id: 2 });
+    // Offline: no answer comes, the probe's deadline drops the socket.
+    vi.advanceTimersByTime(10_000);
+    await flush();
+    expect(s.closedByClient).toBeDefined();
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", delayMs: 20_000, code: 4001 });
+    win.dispatch("online");
+    await flush();
+    expect(FakeSocket.all).toHaveLength(2);
+    client.close();
+    expect(win.count() + doc.count()).toBe(0);
+  });
+
+  it("close() in a `connected` listener starts no ping timer", async () => {
+    const { client } = makeClient({ pingIntervalMs: 1_000 });
+    client.on("state", (st) => {
+      if (st.state === "connected") client.close();
+    });
+    void client.connect();
+    await flush();
+    FakeSocket.last().accept();
+    expect(vi.getTimerCount()).toBe(0);
   });
 });

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { CLOSE_CODES, CloseCode, closeAction, closeCodeInfo, closeNeedsNewToken } from "../../src/closeCodes.js";
+import { CLOSE_CODES, CloseCode, closeAction, closeCodeInfo, closeNeedsNewToken, closeSpreadsReconnect } from "../../src/closeCodes.js";
 
 const PROTOCOL_MD = fileURLToPath(new URL("../../../../docs/protocol.md", import.meta.url));
 
@@ -12,6 +12,13 @@ describe("close codes", () => {
     expect(closeAction(4005)).toBe("reconnect-now");
     for (const code of [1011, 4001, 4003, 4006, 4007]) expect(closeAction(code)).toBe("reconnect-backoff");
     for (const code of [1002, 1003, 1007, 1009, 4002, 4004]) expect(closeAction(code)).toBe("stop");
+  });
+
+  it("spread only 1001, which an instance sends to all its clients at once", () => {
+    expect(CLOSE_CODES.filter((c) => c.spread).map((c) => c.code)).toEqual([1001]);
+    expect(closeSpreadsReconnect(1001)).toBe(true);
+    expect(closeSpreadsReconnect(4000)).toBe(false);
+    expect(closeSpreadsReconnect(1006)).toBe(false);
   });
 
   it("mark the token codes", () => {
