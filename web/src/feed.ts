@@ -337,7 +337,7 @@ export class LiveFeed {
    */
   skipBackoff(): void {
     const s = this.client.state;
-    if (this.attempt > 0 && (s.state === 'reconnecting' || s.state === 'connecting')) this.restart();
+    if (this.attempt > 0 && (s.state === 'reconnecting' || s.state === 'connecting')) this.client.reconnectNow();
   }
 
   private restart(): void {

@@ -39,13 +39,10 @@ export function useLiveFeed(): LiveFeedView {
     const network = new SimulatedNetwork();
     const live = new LiveFeed({ WebSocket: network.WebSocket });
     const off = live.onChange(setSnapshot);
-    // Back online or back to the tab: don't sit out the rest of a long backoff.
+    // The client itself reconnects at once when the browser comes back online or the
+    // tab visible again; the simulated network's offline switch is not the browser's,
+    // so coming back from it wakes the client by hand.
     const wake = () => live.skipBackoff();
-    const onVisible = () => {
-      if (document.visibilityState === 'visible') wake();
-    };
-    window.addEventListener('online', wake);
-    document.addEventListener('visibilitychange', onVisible);
     const hook: HeraldDebugHook = {
       feed: live,
       network,
@@ -60,8 +57,6 @@ export function useLiveFeed(): LiveFeedView {
     live.start();
     setSnapshot(live.current);
     return () => {
-      window.removeEventListener('online', wake);
-      document.removeEventListener('visibilitychange', onVisible);
       if (window.__herald === hook) delete window.__herald;
       off();
       live.stop();
