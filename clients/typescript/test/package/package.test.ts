@@ -163,4 +163,13 @@ describe("the packed @herald/client", () => {
     expect(manifest.repository).toMatchObject({ directory: "clients/typescript" });
     expect(manifest.dependencies ?? {}).toEqual({});
   });
+
+  it("stays under 10 KB minified and gzipped (the budget the README states)", () => {
+    const r = spawnSync(process.execPath, [join(pkgDir, "scripts/size.mjs"), "--json"], { cwd: pkgDir, encoding: "utf8" });
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    const { gzipped } = JSON.parse(r.stdout) as { minified: number; gzipped: number };
+    expect(gzipped).toBeGreaterThan(1000); // it measured the client, not an empty bundle
+    expect(gzipped).toBeLessThan(10 * 1024);
+  });
 });
