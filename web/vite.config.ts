@@ -7,19 +7,17 @@ import react from '@vitejs/plugin-react';
 // same-origin URLs in both setups.
 const backend = process.env.HERALD_BACKEND ?? 'http://127.0.0.1:8080';
 
-// `@herald/client` is the repository's own TypeScript client, compiled from its
-// sources (no build step, no npm link): keep in sync with `paths` in tsconfig.app.json.
+// `@herald/client` is the repository's own TypeScript client, consumed as it is
+// published: package.json depends on `file:../clients/typescript` (build it first,
+// `npm run build` there), and its `exports` map picks the built ES module in dist/.
+// npm links the package, so its files live outside web/: let the dev server read them.
 const webRoot = fileURLToPath(new URL('.', import.meta.url));
-const heraldClientSrc = fileURLToPath(new URL('../clients/typescript/src', import.meta.url));
+const heraldClientDist = fileURLToPath(new URL('../clients/typescript/dist', import.meta.url));
 
 export default defineConfig({
   plugins: [react()],
-  resolve: {
-    alias: [{ find: /^@herald\/client$/, replacement: `${heraldClientSrc}/index.ts` }],
-  },
   server: {
-    // The client's sources are outside web/: let the dev server read them.
-    fs: { allow: [webRoot, heraldClientSrc] },
+    fs: { allow: [webRoot, heraldClientDist] },
     proxy: {
       '/api': backend,
       '/healthz': backend,
