@@ -821,7 +821,10 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
 
     let why: ReconnectCause = cause ?? { kind: "close", code, action: closeAction(code) };
     let stopError: Error | undefined;
-    if (why.kind === "close" && closeNeedsNewToken(code) && this.getToken) {
+    if (why.kind === "close" && closeNeedsNewToken(code) && !this.getToken) {
+      // Expired or rejected, and no way to get another: only the application can help (setToken + connect).
+      why = { kind: "close", code, action: "stop" };
+    } else if (why.kind === "close" && closeNeedsNewToken(code)) {
       // Say so before asking for a token: a `getToken` that is slow must not leave `connected` standing.
       this.setState({ state: "disconnected", code, reason, willRetry: true });
       if (!this.running || gen !== this.generation) return;
@@ -837,6 +840,9 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
       } else if (result.token === usedToken && code === CloseCode.Unauthorized) {
         // Rejected, and nothing new to try: only the application can help (setToken + connect).
         why = { kind: "close", code, action: "stop" };
+      } else if (result.token === usedToken) {
+        // The expired token again (a token service that has not refreshed yet): ask again after a backoff.
+        why = { kind: "token-unavailable", reason: "getToken gave the expired token again" };
       } else {
         this.useToken(result.token);
         // 4005 says "reconnect now"; 4004 says "stop (get a new token first)": we have one now.

@@ -948,6 +948,34 @@ describe("HeraldClient tokens", () => {
   });
 });
 
+describe("HeraldClient tokens after 4005", () => {
+  it("stops without getToken; backs off and asks again when getToken gives the expired token", async () => {
+    const a = makeClient({ token: "t1" });
+    void a.client.connect();
+    await flush();
+    FakeSocket.last().accept("u");
+    FakeSocket.last().serverClose(4005, "token expired");
+    await flush();
+    expect(a.states.at(-1)).toEqual({ state: "disconnected", code: 4005, reason: "token expired", willRetry: false });
+
+    const answers = ["t1", "t1", "t2"];
+    const getToken = vi.fn(async () => answers.shift());
+    const b = makeClient({ getToken });
+    void b.client.connect();
+    await flush();
+    FakeSocket.last().accept("u");
+    FakeSocket.last().serverClose(4005, "token expired");
+    await flush();
+    expect(b.states.at(-1)).toEqual({ state: "reconnecting", attempt: 1, delayMs: 50, code: 4005 });
+    vi.advanceTimersByTime(50);
+    await flush();
+    expect(getToken).toHaveBeenCalledTimes(3);
+    FakeSocket.last().accept("u");
+    expect(FakeSocket.last().authToken()).toBe("t2");
+    b.client.close();
+  });
+});
+
 describe("HeraldClient close() from anywhere", () => {
   it("leaves no timer and no socket: during getToken, in a `reconnecting` listener, during a backoff, before the socket opens", async () => {
     // During a getToken that has not settled (its timeout timer must go too).
