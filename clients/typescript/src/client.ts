@@ -4,7 +4,7 @@
  * disconnects, with every subscription recovered without gaps or duplicates.
  */
 import { Backoff } from "./backoff.js";
-import { closeAction, closeNeedsNewToken } from "./closeCodes.js";
+import { CloseCode, closeAction, closeNeedsNewToken } from "./closeCodes.js";
 import { Emitter, callSafely, logListenerError } from "./emitter.js";
 import {
   encodeClientFrame,
@@ -64,12 +64,28 @@ export interface HeraldClientOptions {
    */
   tokenTransport?: "frame" | "query";
   /**
-   * Gives a (fresh) token. Called before the first connection when `token`
-   * is absent, after a 4005 (token expired: the client reconnects at once
-   * with the new token), and after a 4004 (the client stops unless it gives a
-   * token different from the rejected one).
+   * Gives a (fresh) token. Called before a connection when the client has
+   * none (no `token`, or the last one expired), after a 4005 (token expired:
+   * the client reconnects at once with the new token), and after a 4004
+   * (rejected: the client tries the new token, and stops when it gives the
+   * same one again).
+   *
+   * A failure is temporary: a `getToken` that throws, gives no token, or does
+   * not settle within `getTokenTimeoutMs` is retried with the reconnect
+   * backoff. Throw an `UnauthorizedError` to say the user is not allowed in:
+   * the client then stops (`disconnected`, code 4004, `willRetry: false`) and
+   * `connect()` rejects with that error.
    */
   getToken?: () => Promise<string | undefined> | string | undefined;
+  /** How long one `getToken` call may take before it counts as failed (and is retried with backoff). Default 10 000 ms. */
+  getTokenTimeoutMs?: number;
+  /**
+   * After a 4004, `getToken` gives a new token and the client tries it: the
+   * first time at once, then with the reconnect backoff. After this many
+   * rejections in a row (no token accepted in between) the client stops
+   * (`disconnected`, code 4004, `willRetry: false`). Default 5.
+   */
+  maxTokenRejections?: number;
   /** The WebSocket implementation; defaults to the global one (browsers, Node ≥ 22). */
   WebSocket?: WebSocketConstructor;
   /** The backoff cap of the first reconnect attempt. Default 100 ms. */
@@ -129,6 +145,29 @@ export interface HeraldClientOptions {
    * with `console.error` when neither this hook nor an `error` listener exists.
    */
   onHandlerError?: (error: HandlerError) => void;
+  /**
+   * Logs what the client does, one line each: state changes, frames in and
+   * out, and every reconnect decision (its cause and delay). `true` logs
+   * with `console.debug`; a function receives the lines instead. Off by
+   * default. Tokens never appear: a `token` field is replaced by
+   * `[redacted]`, and so is any occurrence of a token the client holds.
+   */
+  debug?: boolean | ((line: string) => void);
+}
+
+/**
+ * Throw this from `getToken` to say the user is not (or no longer) allowed
+ * in: the client stops instead of retrying (state `disconnected` with code
+ * 4004 and `willRetry: false`; `connect()` rejects with this error). Any
+ * other failure of `getToken` is treated as temporary and retried.
+ */
+export class UnauthorizedError extends Error {
+  readonly code = "unauthorized" as const;
+
+  constructor(message = "unauthorized") {
+    super(message);
+    this.name = "UnauthorizedError";
+  }
 }
 
 /**
@@ -279,6 +318,16 @@ const FINAL_ERRORS = new Set(["forbidden", "invalid_channel"]);
 const LOCAL_PING_TIMEOUT = 4001;
 /** Close code the client reports when a socket could not even be created. */
 const ABNORMAL = 1006;
+/** How many past tokens the debug log scrubs. */
+const MAX_SECRETS = 8;
+
+/** How one `getToken` call ended. */
+type TokenResult =
+  | { kind: "token"; token: string }
+  /** It threw an `UnauthorizedError`: stop. */
+  | { kind: "refused"; error: UnauthorizedError }
+  /** It threw something else, gave nothing, or timed out: temporary. */
+  | { kind: "failed"; reason: string };
 
 // ---------------------------------------------------------------- Subscription
 
@@ -393,6 +442,12 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   /** Bounds the current attempt: no socket stays `connecting` forever. */
   private connectTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly connectTimeoutMs: number;
+  private readonly getTokenTimeoutMs: number;
+  private readonly debugSink: ((line: string) => void) | undefined;
+  /** The last few tokens the client held, to scrub from debug lines (bounded). */
+  private readonly secrets: string[] = [];
+  /** The `getToken` call in flight: `close()` settles it (and clears its timer) so nothing outlives the client. */
+  private tokenCall: { timer: ReturnType<typeof setTimeout>; settle: (r: TokenResult) => void } | undefined;
   private current: ConnectionState = { state: "disconnected", code: 1000, reason: "not connected", willRetry: false };
   private connectedInfo: ConnectedFrame | undefined;
   private ready: { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } | undefined;
@@ -404,7 +459,15 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
       throw new TypeError("HeraldClient: `url` must be a non-empty string or list of strings");
     }
     this.urls = urls;
+    if (options.debug === true) {
+      this.debugSink = (line) => {
+        if (typeof console !== "undefined") console.debug(line);
+      };
+    } else if (typeof options.debug === "function") {
+      this.debugSink = options.debug;
+    }
     this.token = options.token;
+    if (options.token) this.rememberSecret(options.token);
     this.tokenTransport = options.tokenTransport ?? "frame";
     this.getToken = options.getToken;
     const WS =
@@ -420,11 +483,13 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     this.random = options.random ?? Math.random;
     this.onHandlerError = options.onHandlerError;
     this.connectTimeoutMs = positive(options.connectTimeoutMs ?? 10_000, "connectTimeoutMs");
+    this.getTokenTimeoutMs = positive(options.getTokenTimeoutMs ?? 10_000, "getTokenTimeoutMs");
     this.policy = new ReconnectPolicy({
       minDelayMs: this.minDelay,
       maxDelayMs: this.maxDelay,
       minConnectionLifetimeMs: options.minConnectionLifetimeMs ?? 5_000,
       reconnectWindowMs: options.reconnectWindowMs ?? 5_000,
+      maxTokenRejections: positive(options.maxTokenRejections ?? 5, "maxTokenRejections"),
       random: this.random,
     });
     if (options.pingIntervalMs !== undefined) {
@@ -554,6 +619,19 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     // Otherwise an attempt is on its way (getting a token): nothing to hurry.
   }
 
+  /**
+   * Replaces the token the client connects with (`undefined`: none, or ask
+   * `getToken` again). The open connection keeps the token it was
+   * authenticated with; the new one is used from the next connection on:
+   * call `reconnectNow()` to use it at once.
+   */
+  setToken(token: string | undefined): void {
+    if (token !== undefined && (typeof token !== "string" || token === "")) {
+      throw new TypeError("HeraldClient.setToken: the token must be a non-empty string or undefined");
+    }
+    this.useToken(token);
+  }
+
   /** Sends an application ping now (when connected). */
   ping(): boolean {
     return this.send({ type: "ping", id: this.nextId++ });
@@ -591,8 +669,10 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   private async open(generation: number): Promise<void> {
     if (!this.running || generation !== this.generation) return;
     if (this.token === undefined && this.getToken) {
-      this.token = await this.fetchToken();
+      const result = await this.fetchToken();
       if (!this.running || generation !== this.generation) return;
+      if (result.kind !== "token") return this.tokenFailed(result);
+      this.useToken(result.token);
     }
     const url = this.urls[this.urlIndex % this.urls.length]!;
     this.urlIndex = (this.urlIndex + 1) % this.urls.length;
@@ -626,6 +706,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
       // The first frame, before the gateway says `connected`: `send()` would wait for that.
       try {
         socket.send(encodeClientFrame({ type: "auth", token }));
+        this.debugLog("out", { type: "auth", token });
         this.authPending = { connected: undefined };
       } catch {
         // The close event that follows decides what happens.
@@ -646,6 +727,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   }
 
   private onText(text: string): void {
+    this.debugLog("in", text);
     this.lastFrameAt = Date.now();
     this.armLiveness();
     let frame: ServerFrame | undefined;
@@ -686,6 +768,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     this.connectedInfo = frame;
     if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
+    this.policy.tokenAccepted();
     // Not a reset yet: only a connection that lasts proves the gateway healthy.
     const gen = this.generation;
     this.lifetimeTimer = setTimeout(() => {
@@ -737,28 +820,61 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     if (!this.running) return;
 
     let why: ReconnectCause = cause ?? { kind: "close", code, action: closeAction(code) };
-    if (why.kind === "close" && closeNeedsNewToken(code)) {
-      const fresh = this.getToken ? await this.fetchToken() : undefined;
+    let stopError: Error | undefined;
+    if (why.kind === "close" && closeNeedsNewToken(code) && !this.getToken) {
+      // Expired or rejected, and no way to get another: only the application can help (setToken + connect).
+      why = { kind: "close", code, action: "stop" };
+    } else if (why.kind === "close" && closeNeedsNewToken(code)) {
+      // Say so before asking for a token: a `getToken` that is slow must not leave `connected` standing.
+      this.setState({ state: "disconnected", code, reason, willRetry: true });
       if (!this.running || gen !== this.generation) return;
-      if (fresh === undefined || fresh === usedToken) {
+      // The old token is spent either way: a failed fetch leaves none, and the next attempt asks again.
+      this.token = undefined;
+      const result = await this.fetchToken();
+      if (!this.running || gen !== this.generation) return;
+      if (result.kind === "refused") {
+        why = { kind: "token-refused" };
+        stopError = result.error;
+      } else if (result.kind === "failed") {
+        why = { kind: "token-unavailable", reason: result.reason };
+      } else if (result.token === usedToken && code === CloseCode.Unauthorized) {
+        // Rejected, and nothing new to try: only the application can help (setToken + connect).
         why = { kind: "close", code, action: "stop" };
+      } else if (result.token === usedToken) {
+        // The expired token again (a token service that has not refreshed yet): ask again after a backoff.
+        why = { kind: "token-unavailable", reason: "getToken gave the expired token again" };
       } else {
-        this.setToken(fresh);
+        this.useToken(result.token);
         // 4005 says "reconnect now"; 4004 says "stop (get a new token first)": we have one now.
-        // A fresh token that fails again before lasting is a failure: the policy backs off.
-        why = { kind: "close", code, action: "reconnect-now" };
+        why = code === CloseCode.Unauthorized ? { kind: "token-rejected" } : { kind: "close", code, action: "reconnect-now" };
       }
     }
+    this.decideAndSchedule(gen, code, reason, why, stopError);
+  }
 
+  /** `getToken` failed before a socket was opened: the same decision as a close, without one. */
+  private tokenFailed(result: Exclude<TokenResult, { kind: "token" }>): void {
+    const why: ReconnectCause = result.kind === "refused" ? { kind: "token-refused" } : { kind: "token-unavailable", reason: result.reason };
+    const reason = result.kind === "refused" ? `unauthorized (getToken): ${result.error.message}` : `getToken failed: ${result.reason}`;
+    const code = result.kind === "refused" ? CloseCode.Unauthorized : ABNORMAL;
+    this.decideAndSchedule(this.generation, code, reason, why, result.kind === "refused" ? result.error : undefined);
+  }
+
+  /** Asks the policy (the one place that decides) and acts on its answer. */
+  private decideAndSchedule(gen: number, code: number, reason: string, why: ReconnectCause, stopError?: Error): void {
     const decision = this.policy.decide(why);
+    this.debugLog("decision", { cause: why, decision });
     if (decision.action === "stop") {
       this.running = false;
       this.detachLifecycle();
       this.setState({ state: "disconnected", code, reason, willRetry: false });
-      this.settleReady(new Error(`Herald connection closed with ${code}${reason ? ` (${reason})` : ""}`));
+      this.settleReady(stopError ?? new Error(`Herald connection closed with ${code}${reason ? ` (${reason})` : ""}`));
       return;
     }
-    this.setState({ state: "disconnected", code, reason, willRetry: true });
+    const last = this.current;
+    if (!(last.state === "disconnected" && last.code === code && last.willRetry)) {
+      this.setState({ state: "disconnected", code, reason, willRetry: true });
+    }
     if (!this.running || gen !== this.generation) return; // a listener called close()
     const { delayMs, attempt } = decision;
     this.setState({ state: "reconnecting", attempt, delayMs, code });
@@ -799,6 +915,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   }
 
   private clearTimers(): void {
+    this.cancelTokenCall();
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
     if (this.pingTimer !== undefined) clearInterval(this.pingTimer);
     if (this.pongTimer !== undefined) clearTimeout(this.pongTimer);
@@ -820,23 +937,75 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     for (const ch of this.channels.values()) ch.server = "none";
   }
 
-  private setToken(token: string): void {
+  private useToken(token: string | undefined): void {
     if (token === this.token) return;
     this.token = token;
+    if (token) this.rememberSecret(token);
     // A new token may grant what the old one did not.
     for (const ch of this.channels.values()) {
       if (ch.failed?.code === "forbidden") ch.failed = undefined;
     }
   }
 
-  private async fetchToken(): Promise<string | undefined> {
-    if (!this.getToken) return undefined;
+  /**
+   * One bounded `getToken` call: settles within `getTokenTimeoutMs` whatever
+   * `getToken` does, and at once when `close()` is called meanwhile.
+   */
+  private fetchToken(): Promise<TokenResult> {
+    const getToken = this.getToken;
+    if (!getToken) return Promise.resolve({ kind: "failed", reason: "no getToken" });
+    this.cancelTokenCall();
+    return new Promise<TokenResult>((resolve) => {
+      let done = false;
+      const settle = (r: TokenResult): void => {
+        if (done) return;
+        done = true;
+        if (this.tokenCall?.settle === settle) {
+          clearTimeout(this.tokenCall.timer);
+          this.tokenCall = undefined;
+        }
+        resolve(r);
+      };
+      const timer = setTimeout(() => settle({ kind: "failed", reason: `no answer within ${this.getTokenTimeoutMs} ms` }), this.getTokenTimeoutMs);
+      this.tokenCall = { timer, settle };
+      const onError = (error: unknown): void => {
+        if (error instanceof UnauthorizedError) settle({ kind: "refused", error });
+        else settle({ kind: "failed", reason: error instanceof Error ? error.message : String(error) });
+      };
+      try {
+        Promise.resolve(getToken()).then((token) => {
+          if (typeof token === "string" && token !== "") settle({ kind: "token", token });
+          else settle({ kind: "failed", reason: "getToken gave no token" });
+        }, onError);
+      } catch (error) {
+        onError(error);
+      }
+    });
+  }
+
+  private cancelTokenCall(): void {
+    this.tokenCall?.settle({ kind: "failed", reason: "cancelled" });
+  }
+
+  /** At most `MAX_SECRETS` tokens are kept for scrubbing: older ones are no longer sent anywhere. */
+  private rememberSecret(token: string): void {
+    if (this.secrets.includes(token)) return;
+    this.secrets.push(token);
+    if (this.secrets.length > MAX_SECRETS) this.secrets.shift();
+  }
+
+  /** One debug line, when `debug` is on; never a token in it. */
+  private debugLog(what: string, detail: unknown): void {
+    const sink = this.debugSink;
+    if (!sink) return;
+    let text: string;
     try {
-      const token = await this.getToken();
-      return typeof token === "string" && token !== "" ? token : undefined;
+      text = typeof detail === "string" ? detail : JSON.stringify(detail, (key, value: unknown) => (key === "token" && value !== undefined ? "[redacted]" : value));
     } catch {
-      return undefined;
+      text = String(detail);
     }
+    for (const secret of this.secrets) text = text.split(secret).join("[redacted]");
+    callSafely(sink, `[herald] ${what} ${text}`, (e) => this.reportHandlerError(e, "debug"));
   }
 
   private settleReady(error?: Error): void {
@@ -849,6 +1018,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
 
   private setState(state: ConnectionState): void {
     this.current = state;
+    this.debugLog("state", state);
     this.emit("state", state);
   }
 
@@ -857,6 +1027,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     if (!socket || !this.reachedConnected || socket.readyState !== 1) return false;
     try {
       socket.send(encodeClientFrame(frame));
+      this.debugLog("out", frame);
       return true;
     } catch {
       return false;

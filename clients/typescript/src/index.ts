@@ -1,6 +1,7 @@
 export {
   HeraldClient,
   HandlerError,
+  UnauthorizedError,
   Subscription,
   type HeraldClientOptions,
   type LifecycleEvents,

@@ -19,6 +19,13 @@
  * A "reconnect now" is immediate (or only spread) once after each connection
  * that lasted; a second one before the next lasting connection is a failure
  * like any other and waits for the backoff as well.
+ *
+ * Tokens follow the same rules. `getToken` failing (throwing, timing out,
+ * giving nothing) is temporary and backs off; `getToken` throwing an
+ * `UnauthorizedError` stops. A fresh token the gateway rejects (4004) backs
+ * off too, and after `maxTokenRejections` rejections in a row (no token
+ * accepted in between) the client stops: a gateway that refuses that many
+ * fresh tokens is misconfigured, and retrying only loads the token service.
  */
 import { Backoff } from "./backoff.js";
 import { closeSpreadsReconnect, type CloseAction } from "./closeCodes.js";
@@ -32,6 +39,8 @@ export interface ReconnectPolicyOptions {
   minConnectionLifetimeMs: number;
   /** "Reconnect now" after a `spread` close code waits a random time in `[0, reconnectWindowMs]`. */
   reconnectWindowMs: number;
+  /** Stop after this many 4004 rejections of fresh tokens in a row (no token accepted in between). */
+  maxTokenRejections?: number;
   /** Uniform numbers in [0, 1): `Math.random` unless testing. */
   random?: () => number;
 }
@@ -45,7 +54,13 @@ export type ReconnectCause =
   /** A connected socket did not answer a ping within the deadline. */
   | { kind: "liveness" }
   /** The application (or a network / page-visibility event) asked to reconnect at once. */
-  | { kind: "now" };
+  | { kind: "now" }
+  /** `getToken` threw (not an `UnauthorizedError`), timed out, or gave no token: temporary. */
+  | { kind: "token-unavailable"; reason: string }
+  /** `getToken` threw an `UnauthorizedError`: the user is not allowed in; stop. */
+  | { kind: "token-refused" }
+  /** The gateway rejected the token (4004) and `getToken` gave a different one to try. */
+  | { kind: "token-rejected" };
 
 export type ReconnectDecision =
   | { action: "stop" }
@@ -57,7 +72,10 @@ export class ReconnectPolicy {
   readonly reconnectWindowMs: number;
   private readonly backoff: Backoff;
   private readonly random: () => number;
+  readonly maxTokenRejections: number;
   private attempts = 0;
+  /** 4004s in a row since a token was last accepted. */
+  private rejections = 0;
   /** One "reconnect now" without backoff is allowed after each lasting connection (and at the start). */
   private immediateAllowed = true;
 
@@ -66,6 +84,7 @@ export class ReconnectPolicy {
     this.backoff = new Backoff({ minDelayMs: options.minDelayMs, maxDelayMs: options.maxDelayMs, random: this.random });
     this.minConnectionLifetimeMs = nonNegative(options.minConnectionLifetimeMs, "minConnectionLifetimeMs");
     this.reconnectWindowMs = nonNegative(options.reconnectWindowMs, "reconnectWindowMs");
+    this.maxTokenRejections = nonNegative(options.maxTokenRejections ?? 5, "maxTokenRejections");
   }
 
   /** Failed attempts since the last connection that lasted. */
@@ -77,7 +96,13 @@ export class ReconnectPolicy {
   reset(): void {
     this.backoff.reset();
     this.attempts = 0;
+    this.rejections = 0;
     this.immediateAllowed = true;
+  }
+
+  /** The gateway accepted a token (`connected` after the token was read): rejections start over. */
+  tokenAccepted(): void {
+    this.rejections = 0;
   }
 
   /** The current connection has stayed up `minConnectionLifetimeMs`: it proves the service healthy. */
@@ -88,13 +113,19 @@ export class ReconnectPolicy {
   /** What to do after the connection ended for `cause`. */
   decide(cause: ReconnectCause): ReconnectDecision {
     if (cause.kind === "close" && cause.action === "stop") return { action: "stop" };
+    if (cause.kind === "token-refused") return { action: "stop" };
+    if (cause.kind === "token-rejected") {
+      this.rejections += 1;
+      if (this.rejections >= this.maxTokenRejections) return { action: "stop" };
+    }
     this.attempts += 1;
     if (cause.kind === "now") {
       // Asked for by the application or the environment (network back, page visible): no wait.
       return { action: "reconnect", delayMs: 0, attempt: this.attempts };
     }
     const spread = cause.kind === "close" && closeSpreadsReconnect(cause.code) ? this.uniform(this.reconnectWindowMs) : 0;
-    if (cause.kind === "close" && cause.action === "reconnect-now" && this.immediateAllowed) {
+    const immediate = (cause.kind === "close" && cause.action === "reconnect-now") || cause.kind === "token-rejected";
+    if (immediate && this.immediateAllowed) {
       this.immediateAllowed = false;
       return { action: "reconnect", delayMs: spread, attempt: this.attempts };
     }

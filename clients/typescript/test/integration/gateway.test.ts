@@ -233,6 +233,66 @@ describe("HeraldClient against a real gateway", () => {
     }
   });
 
+  it("after 4005, a getToken that throws and then never settles is retried with backoff, and the client comes back missing nothing", async () => {
+    const gw = await startGateway({ instanceId: "a", redis });
+    try {
+      let calls = 0;
+      const getToken = async (): Promise<string> => {
+        calls += 1;
+        if (calls === 1) throw new Error("token service down");
+        if (calls === 2) return new Promise<string>(() => {});
+        return mintJwt({ sub: "42", expInSeconds: 3600 });
+      };
+      const { client, states } = newClient({ url: gw.ws, token: mintJwt({ sub: "42", expInSeconds: 2 }), getToken, getTokenTimeoutMs: 500 });
+      const got: HeraldMessage<number>[] = [];
+      const ready = subscribedOnce(client.subscribe<number>("news:token-retry", (m) => got.push(m)));
+      await client.connect();
+      await ready;
+      await publish(publisher, "news:token-retry", 0);
+      await waitFor(() => got.length === 1, 5000, "the first message");
+      await waitFor(() => states.filter((s) => s.state === "connected").length === 2, 15_000, "the reconnect after 4005");
+      expect(calls).toBe(3);
+      // Both failures were retried (never a stop), each after a backoff.
+      const closed = states.find((s) => s.state === "disconnected")!;
+      expect(closed).toMatchObject({ code: 4005, willRetry: true });
+      expect(states.filter((s) => s.state === "disconnected" && !s.willRetry)).toEqual([]);
+      expect(states.filter((s) => s.state === "reconnecting")).toHaveLength(2);
+      await publish(publisher, "news:token-retry", 1);
+      await waitFor(() => got.length === 2, 5000, "the message after the refresh");
+      expectExactSequence(got, 2);
+    } finally {
+      await gw.stop("SIGKILL");
+    }
+  });
+
+  it("stops after maxTokenRejections when the gateway rejects every fresh token (4004), backing off in between", async () => {
+    const gw = await startGateway({ instanceId: "a", redis });
+    try {
+      let calls = 0;
+      // A different token each time (another subject), each signed with the wrong secret.
+      const forged = () => mintJwt({ sub: `forged-${calls}` }, "not-the-gateway-secret-0123");
+      const { client, states } = newClient({
+        url: gw.ws,
+        token: forged(),
+        getToken: async () => {
+          calls += 1;
+          return forged();
+        },
+        maxTokenRejections: 3,
+        random: () => 0.999,
+      });
+      await expect(client.connect()).rejects.toThrow("4004");
+      expect(states.at(-1)).toMatchObject({ state: "disconnected", code: 4004, willRetry: false });
+      expect(calls).toBe(3);
+      const delays = states.flatMap((s) => (s.state === "reconnecting" ? [s.delayMs] : []));
+      expect(delays).toHaveLength(2);
+      expect(delays[0]).toBe(0);
+      expect(delays[1]).toBeGreaterThan(0);
+    } finally {
+      await gw.stop("SIGKILL");
+    }
+  });
+
   it("an already expired token is refused with 4005 and replaced through getToken", async () => {
     const gw = await startGateway({ instanceId: "a", redis });
     try {

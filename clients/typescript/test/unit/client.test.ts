@@ -1,7 +1,7 @@
 // The client's decisions, driven through a scripted in-memory WebSocket (the
 // real gateway is exercised by test/integration).
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { HandlerError, HeraldClient, type ConnectionState, type HeraldMessage, type WebSocketLike } from "../../src/index.js";
+import { HandlerError, HeraldClient, UnauthorizedError, type ConnectionState, type HeraldMessage, type WebSocketLike } from "../../src/index.js";
 
 class FakeSocket implements WebSocketLike {
   static all: FakeSocket[] = [];
@@ -773,5 +773,305 @@ describe("HeraldClient liveness", () => {
     await flush();
     FakeSocket.last().accept();
     expect(vi.getTimerCount()).toBe(0);
+  });
+});
+
+describe("HeraldClient tokens", () => {
+  it("a getToken that fails after 4005 is retried with backoff until it gives a token", async () => {
+    const answers: Array<() => string> = [
+      () => "t1",
+      () => {
+        throw new Error("token service down");
+      },
+      () => "",
+      () => "t2",
+    ];
+    const getToken = vi.fn(async () => answers.shift()!());
+    const { client, states } = makeClient({ getToken });
+    void client.connect();
+    await flush();
+    FakeSocket.last().accept("u");
+    expect(FakeSocket.last().authToken()).toBe("t1");
+    FakeSocket.last().serverClose(4005, "token expired");
+    await flush();
+    // The service threw: temporary, so a backoff (cap 100 ms × random 0.5), not a stop.
+    expect(states.at(-1)).toEqual({ state: "reconnecting", attempt: 1, delayMs: 50, code: 4005 });
+    vi.advanceTimersByTime(50);
+    await flush();
+    // It gave nothing: a failure again, with a larger cap; still no socket without a token.
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting", attempt: 2, delayMs: 100 });
+    expect(FakeSocket.all).toHaveLength(1);
+    vi.advanceTimersByTime(100);
+    await flush();
+    expect(getToken).toHaveBeenCalledTimes(4);
+    expect(FakeSocket.all).toHaveLength(2);
+    FakeSocket.last().accept("u");
+    expect(FakeSocket.last().authToken()).toBe("t2");
+    expect(states.at(-1)).toMatchObject({ state: "connected" });
+    client.close();
+  });
+
+  it("stops with a clear state when getToken throws UnauthorizedError, and connect() rejects with it", async () => {
+    const refused = new UnauthorizedError("account disabled");
+    const a = makeClient({ getToken: async () => Promise.reject(refused) });
+    const ready = a.client.connect();
+    await flush();
+    await expect(ready).rejects.toBe(refused);
+    expect(a.states.at(-1)).toEqual({ state: "disconnected", code: 4004, reason: "unauthorized (getToken): account disabled", willRetry: false });
+    expect(FakeSocket.all).toHaveLength(0);
+    expect(vi.getTimerCount()).toBe(0);
+
+    // After a 4005 on an open connection too.
+    let n = 0;
+    const b = makeClient({
+      getToken: () => {
+        if (++n > 1) throw new UnauthorizedError();
+        return "t1";
+      },
+    });
+    void b.client.connect();
+    await flush();
+    FakeSocket.last().accept("u");
+    FakeSocket.last().serverClose(4005, "token expired");
+    await flush();
+    expect(b.states.at(-1)).toEqual({ state: "disconnected", code: 4005, reason: "token expired", willRetry: false });
+    vi.advanceTimersByTime(60_000);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(1); // a's getToken refused before any socket
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("a getToken that never settles times out: the state leaves `connected` at once and the call is retried", async () => {
+    let n = 0;
+    const getToken = vi.fn(() => (++n === 1 ? "t1" : new Promise<string>(() => {})));
+    const { client, states } = makeClient({ getToken, getTokenTimeoutMs: 2_000 });
+    void client.connect();
+    await flush();
+    FakeSocket.last().accept("u");
+    FakeSocket.last().serverClose(4005, "token expired");
+    await flush();
+    expect(states.at(-1)).toEqual({ state: "disconnected", code: 4005, reason: "token expired", willRetry: true });
+    expect(client.connection).toBeUndefined();
+    vi.advanceTimersByTime(1_999);
+    await flush();
+    expect(states.at(-1)!.state).toBe("disconnected");
+    vi.advanceTimersByTime(1);
+    await flush();
+    expect(states.at(-1)).toEqual({ state: "reconnecting", attempt: 1, delayMs: 50, code: 4005 });
+    vi.advanceTimersByTime(50);
+    await flush();
+    expect(getToken).toHaveBeenCalledTimes(3);
+    // The default timeout is 10 s.
+    const d = makeClient({ getToken: () => new Promise<string>(() => {}) });
+    void d.client.connect();
+    await flush();
+    vi.advanceTimersByTime(9_999);
+    await flush();
+    expect(d.states).toHaveLength(0);
+    vi.advanceTimersByTime(1);
+    await flush();
+    expect(d.states.at(-1)).toMatchObject({ state: "reconnecting", attempt: 1 });
+    client.close();
+    d.client.close();
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("after 4004, fresh tokens that keep being rejected back off, then stop after maxTokenRejections", async () => {
+    let n = 0;
+    const getToken = vi.fn(async () => `t${++n}`);
+    const { client, states } = makeClient({ token: "t0", getToken, random: () => 0.999999 });
+    const ready = client.connect();
+    await flush();
+    const delays: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      FakeSocket.last().open();
+      FakeSocket.last().serverClose(4004, "unauthorized");
+      await flush();
+      const s = states.at(-1)!;
+      expect(s.state).toBe("reconnecting");
+      if (s.state === "reconnecting") delays.push(s.delayMs);
+      vi.advanceTimersByTime(s.state === "reconnecting" ? s.delayMs : 0);
+      await flush();
+    }
+    // The first new token is tried at once, the next ones after growing backoffs: never a tight loop.
+    expect(delays).toEqual([0, 100, 200, 400]);
+    FakeSocket.last().open();
+    FakeSocket.last().serverClose(4004, "unauthorized");
+    await flush();
+    expect(states.at(-1)).toEqual({ state: "disconnected", code: 4004, reason: "unauthorized", willRetry: false });
+    await expect(ready).rejects.toThrow("4004");
+    expect(getToken).toHaveBeenCalledTimes(5);
+    expect(FakeSocket.all).toHaveLength(5);
+    vi.advanceTimersByTime(600_000);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(5);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("counts rejections only in a row: an accepted token starts them over", async () => {
+    let n = 0;
+    const { client, states } = makeClient({ token: "t0", getToken: async () => `t${++n}`, maxTokenRejections: 2 });
+    void client.connect();
+    await flush();
+    FakeSocket.last().serverClose(4004);
+    await flush();
+    vi.advanceTimersByTime(0);
+    await flush();
+    FakeSocket.last().accept("u"); // t1 accepted
+    FakeSocket.last().serverClose(4004);
+    await flush();
+    expect(states.at(-1)).toMatchObject({ state: "reconnecting" });
+    const s = states.at(-1)!;
+    vi.advanceTimersByTime(s.state === "reconnecting" ? s.delayMs : 0);
+    await flush();
+    FakeSocket.last().serverClose(4004);
+    await flush();
+    expect(states.at(-1)).toMatchObject({ state: "disconnected", code: 4004, willRetry: false });
+  });
+
+  it("setToken() is used by the next connection; reconnectNow() uses it at once", async () => {
+    const { client } = makeClient({ token: "old" });
+    void client.connect();
+    await flush();
+    FakeSocket.last().accept("u");
+    expect(FakeSocket.last().authToken()).toBe("old");
+    client.setToken("new");
+    expect(FakeSocket.last().closedByClient).toBeUndefined(); // the open connection keeps its token
+    client.reconnectNow();
+    vi.advanceTimersByTime(0);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(2);
+    FakeSocket.last().accept("u");
+    expect(FakeSocket.last().authToken()).toBe("new");
+    expect(() => client.setToken("")).toThrow(TypeError);
+    client.close();
+  });
+});
+
+describe("HeraldClient tokens after 4005", () => {
+  it("stops without getToken; backs off and asks again when getToken gives the expired token", async () => {
+    const a = makeClient({ token: "t1" });
+    void a.client.connect();
+    await flush();
+    FakeSocket.last().accept("u");
+    FakeSocket.last().serverClose(4005, "token expired");
+    await flush();
+    expect(a.states.at(-1)).toEqual({ state: "disconnected", code: 4005, reason: "token expired", willRetry: false });
+
+    const answers = ["t1", "t1", "t2"];
+    const getToken = vi.fn(async () => answers.shift());
+    const b = makeClient({ getToken });
+    void b.client.connect();
+    await flush();
+    FakeSocket.last().accept("u");
+    FakeSocket.last().serverClose(4005, "token expired");
+    await flush();
+    expect(b.states.at(-1)).toEqual({ state: "reconnecting", attempt: 1, delayMs: 50, code: 4005 });
+    vi.advanceTimersByTime(50);
+    await flush();
+    expect(getToken).toHaveBeenCalledTimes(3);
+    FakeSocket.last().accept("u");
+    expect(FakeSocket.last().authToken()).toBe("t2");
+    b.client.close();
+  });
+});
+
+describe("HeraldClient close() from anywhere", () => {
+  it("leaves no timer and no socket: during getToken, in a `reconnecting` listener, during a backoff, before the socket opens", async () => {
+    // During a getToken that has not settled (its timeout timer must go too).
+    const a = makeClient({ getToken: () => new Promise<string>(() => {}) });
+    void a.client.connect();
+    await flush();
+    expect(vi.getTimerCount()).toBe(1);
+    a.client.close();
+    expect(vi.getTimerCount()).toBe(0);
+    await flush();
+    expect(FakeSocket.all).toHaveLength(0);
+
+    // In a `reconnecting` listener.
+    const b = makeClient();
+    b.client.on("state", (s) => {
+      if (s.state === "reconnecting") b.client.close();
+    });
+    void b.client.connect();
+    await flush();
+    FakeSocket.last().accept();
+    FakeSocket.last().serverClose(1011);
+    await flush();
+    expect(vi.getTimerCount()).toBe(0);
+
+    // During a backoff wait, and while a socket is still connecting.
+    const c = makeClient();
+    void c.client.connect();
+    await flush();
+    const connecting = FakeSocket.last();
+    FakeSocket.last().serverClose(1006);
+    await flush();
+    expect(vi.getTimerCount()).toBe(1);
+    c.client.close();
+    expect(vi.getTimerCount()).toBe(0);
+    expect(connecting.readyState).toBe(3);
+    const d = makeClient();
+    void d.client.connect();
+    await flush();
+    d.client.close();
+    expect(FakeSocket.last().closedByClient).toEqual({ code: 1000, reason: "client closed" });
+    expect(vi.getTimerCount()).toBe(0);
+  });
+});
+
+describe("HeraldClient debug", () => {
+  it("logs state changes, frames in and out and reconnect decisions, and never a token", async () => {
+    const lines: string[] = [];
+    let n = 0;
+    const { client } = makeClient({ token: "secret-first", getToken: async () => `secret-${++n}`, debug: (l) => lines.push(l) });
+    client.subscribe("news:a", () => {});
+    void client.connect();
+    await flush();
+    FakeSocket.last().accept("u");
+    // A gateway (or proxy) echoing the token back must not get it into the log either.
+    FakeSocket.last().frame({ type: "error", code: "bad_request", message: "bad token secret-first" });
+    FakeSocket.last().serverClose(4005, "token expired");
+    await flush();
+    vi.advanceTimersByTime(0);
+    await flush();
+    FakeSocket.last().accept("u");
+    client.close();
+    const q = makeClient({ token: "secret-query", tokenTransport: "query", debug: (l) => lines.push(l) });
+    void q.client.connect();
+    await flush();
+    expect(FakeSocket.last().url).toContain("secret-query");
+    FakeSocket.last().accept();
+    q.client.close();
+
+    const all = lines.join("\n");
+    expect(all).not.toContain("secret-");
+    expect(all).toContain("[redacted]");
+    expect(lines.some((l) => l.startsWith("[herald] state ") && l.includes('"connected"'))).toBe(true);
+    expect(lines.some((l) => l.startsWith("[herald] out ") && l.includes('"auth"'))).toBe(true);
+    expect(lines.some((l) => l.startsWith("[herald] out ") && l.includes('"subscribe"'))).toBe(true);
+    expect(lines.some((l) => l.startsWith("[herald] in ") && l.includes('"connected"'))).toBe(true);
+    expect(lines.some((l) => l.startsWith("[herald] decision ") && l.includes('"reconnect"') && l.includes("4005"))).toBe(true);
+  });
+
+  it("is off by default, and `true` logs with console.debug", async () => {
+    const spy = vi.spyOn(console, "debug").mockImplementation(() => {});
+    try {
+      const a = makeClient({ token: "secret-x" });
+      void a.client.connect();
+      await flush();
+      FakeSocket.last().accept();
+      a.client.close();
+      expect(spy).not.toHaveBeenCalled();
+      const b = makeClient({ token: "secret-x", debug: true });
+      void b.client.connect();
+      await flush();
+      FakeSocket.last().accept();
+      b.client.close();
+      expect(spy).toHaveBeenCalled();
+      expect(spy.mock.calls.flat().join("\n")).not.toContain("secret-x");
+    } finally {
+      spy.mockRestore();
+    }
   });
 });

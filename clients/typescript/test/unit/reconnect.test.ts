@@ -53,4 +53,19 @@ describe("ReconnectPolicy", () => {
     expect(p.decide({ kind: "liveness" })).toEqual({ action: "reconnect", delayMs: 200, attempt: 2 });
     expect(p.decide({ kind: "now" })).toEqual({ action: "reconnect", delayMs: 0, attempt: 3 });
   });
+
+  it("backs off on getToken failures, stops on a refusal, and stops after maxTokenRejections 4004s in a row", () => {
+    const p = new ReconnectPolicy({ minDelayMs: 100, maxDelayMs: 30_000, minConnectionLifetimeMs: 5_000, reconnectWindowMs: 5_000, maxTokenRejections: 3, random: () => 0.999999 });
+    expect(p.decide({ kind: "token-unavailable", reason: "x" })).toEqual({ action: "reconnect", delayMs: 100, attempt: 1 });
+    expect(p.decide({ kind: "token-unavailable", reason: "x" })).toEqual({ action: "reconnect", delayMs: 200, attempt: 2 });
+    expect(p.decide({ kind: "token-refused" })).toEqual({ action: "stop" });
+    p.reset();
+    // The first rejection is tried at once, the next one waits; the third in a row stops.
+    expect(delay(p.decide({ kind: "token-rejected" }))).toBe(0);
+    expect(delay(p.decide({ kind: "token-rejected" }))).toBe(100);
+    p.tokenAccepted(); // only rejections in a row count
+    expect(delay(p.decide({ kind: "token-rejected" }))).toBe(200);
+    expect(delay(p.decide({ kind: "token-rejected" }))).toBe(400);
+    expect(p.decide({ kind: "token-rejected" })).toEqual({ action: "stop" });
+  });
 });
