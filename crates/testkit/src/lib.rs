@@ -114,30 +114,13 @@ impl RedisServer {
             "redis-server",
             &args,
         ));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut conn) = self.connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} did not start",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let process = self.process.as_mut();
+        wait_for_ping(self.port, process, Duration::from_secs(10)).await;
     }
 
     /// A fresh multiplexed connection.
     pub async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        redis::Client::open(self.url())?
-            .get_multiplexed_async_connection()
-            .await
+        connect_redis(&self.url()).await
     }
 
     /// `PUBLISH channel payload`; returns how many subscribers Redis reached.
@@ -598,36 +581,49 @@ impl DurableRedis {
             "redis-server (aof)",
             &args,
         ));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            // While it loads the file, Redis answers PING with a LOADING error.
-            if let Ok(mut conn) = self.connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            {
-                return;
-            }
-            assert!(
-                self.process.as_mut().is_some_and(ChildProcess::is_running),
-                "redis-server (aof) on port {} exited at start-up",
-                self.port
-            );
-            assert!(
-                Instant::now() < deadline,
-                "redis-server (aof) on port {} did not start",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // While it loads the file, Redis answers PING with a LOADING error.
+        let process = self.process.as_mut();
+        wait_for_ping(self.port, process, Duration::from_secs(20)).await;
     }
 
     /// A fresh multiplexed connection.
     pub async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        redis::Client::open(self.url())?
-            .get_multiplexed_async_connection()
-            .await
+        connect_redis(&self.url()).await
+    }
+}
+
+/// A fresh multiplexed connection to the Redis at `url`.
+async fn connect_redis(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await
+}
+
+/// Waits until the `redis-server` on `port` answers PING (not LOADING), failing
+/// the test if its process exits first or `within` passes.
+async fn wait_for_ping(port: u16, mut process: Option<&mut ChildProcess>, within: Duration) {
+    let deadline = Instant::now() + within;
+    let url = format!("redis://127.0.0.1:{port}");
+    loop {
+        if let Ok(mut conn) = connect_redis(&url).await
+            && redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .is_ok()
+        {
+            return;
+        }
+        if let Some(process) = process.as_deref_mut() {
+            assert!(
+                process.is_running(),
+                "redis-server on port {port} exited at start-up"
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-server on port {port} did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
